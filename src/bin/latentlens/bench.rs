@@ -1,0 +1,22 @@
+//! `latentlens bench NAME`: one module per benchmark.
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    which: Which,
+}
+
+#[derive(clap::Subcommand)]
+enum Which {
+    /// PQ / exact search vs faiss (see bench_search.rs).
+    Search(crate::bench_search::Args),
+    /// SmolLM2 forward with all hidden states vs PyTorch (see bench_model.rs).
+    Model(crate::bench_model::Args),
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.which {
+        Which::Search(a) => crate::bench_search::run(a),
+        Which::Model(a) => crate::bench_model::run(a),
+    }
+}

@@ -1,0 +1,8 @@
+//! Model configs, weights, tokenizers, families, and `HiddenStates`.
+
+/// Errors of loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+}

@@ -1,4 +1,8 @@
-//! Model configs, weights, tokenizers, families, and `HiddenStates`.
+//! Model configs, weights, tokenizers, families, and [`HiddenStates`].
+
+pub mod hidden;
+
+pub use hidden::{HiddenStates, PatchGeometry};
 
 /// Errors of loading or running a model.
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,7 @@
 //! - [`gpu`]: wgpu context and WGSL kernels, each with a plain-Rust twin.
 //! - [`image`]: decoding and preprocessing of images.
 //! - [`model`]: configs, weights, tokenizers, model families, `HiddenStates`.
+//! - [`lens`]: LatentLens, EmbeddingLens, LogitLens and the word readout.
 
 pub mod bank;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod fetch;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod image;
+pub mod lens;
 pub mod model;
 pub mod search;
 

@@ -74,7 +74,7 @@ pub enum ModelError {
     #[error("tensor computation failed: {0}")]
     Compute(#[from] candle_core::Error),
     /// File system error.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The path.
         path: String,

@@ -272,6 +272,60 @@ impl TextModel {
         Ok(states)
     }
 
+    /// Runs several independent sequences packed into one batch: `embeds`
+    /// `[ΣT, d]` holds the sequences one after another, `lens` their lengths.
+    /// Each sequence gets its own positions (from 0) and attends only to
+    /// itself (block-diagonal causal mask), so the result equals running
+    /// [`TextModel::forward_embeds`] on each sequence alone, with the matmuls
+    /// of all sequences done at once (used by the bank builder).
+    pub fn forward_embeds_packed(&self, embeds: &Tensor, lens: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+        let (t, d) = embeds.dims2().map_err(|_| {
+            ModelError::Input(format!("embeddings must be [tokens, d], got shape {:?}", embeds.dims()))
+        })?;
+        if d != self.cfg.hidden_size {
+            return Err(ModelError::Input(format!("embeddings have width {d}, the model expects {}", self.cfg.hidden_size)));
+        }
+        if lens.iter().sum::<usize>() != t || lens.iter().any(|&l| l == 0) {
+            return Err(ModelError::Input(format!(
+                "packed lengths {lens:?} must be non-zero and add up to the {t} rows of the batch"
+            )));
+        }
+        let positions: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
+        let (cos, sin) = self.rope_tables_at(&positions)?;
+        let mask = packed_causal_mask(lens, self.device())?;
+        let x = embeds.to_dtype(DType::F32)?.contiguous()?;
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        states.push(x.clone());
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask)?;
+            states.push(x.clone());
+        }
+        let last = self.final_norm(&x)?;
+        if let Some(slot) = states.last_mut() {
+            *slot = last;
+        }
+        Ok(states)
+    }
+
+    /// RoPE tables `[positions.len(), hd/2]` for arbitrary positions.
+    fn rope_tables_at(&self, positions: &[usize]) -> Result<(Tensor, Tensor), ModelError> {
+        let hd = self.cfg.head_dim;
+        let theta = self.cfg.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32)).collect();
+        let mut cos = Vec::with_capacity(positions.len() * hd / 2);
+        let mut sin = Vec::with_capacity(positions.len() * hd / 2);
+        for &p in positions {
+            for &f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let (t, dev) = (positions.len(), self.device());
+        Ok((Tensor::from_vec(cos, (t, hd / 2), dev)?, Tensor::from_vec(sin, (t, hd / 2), dev)?))
+    }
+
     /// Convenience: embeddings of `ids` then [`TextModel::forward_embeds`].
     pub fn forward_ids(&self, ids: &[u32]) -> Result<Vec<Tensor>, ModelError> {
         let e = self.embed_tokens(ids)?;
@@ -328,6 +382,24 @@ fn causal_mask(t: usize, dev: &Device) -> Result<Tensor, ModelError> {
         for v in &mut m[i * t + i + 1..(i + 1) * t] {
             *v = f32::NEG_INFINITY;
         }
+    }
+    Ok(Tensor::from_vec(m, (t, t), dev)?)
+}
+
+/// `[ΣT, ΣT]` additive mask for packed sequences: causal inside each
+/// sequence, -inf across sequences.
+fn packed_causal_mask(lens: &[usize], dev: &Device) -> Result<Tensor, ModelError> {
+    let t: usize = lens.iter().sum();
+    let mut m = vec![f32::NEG_INFINITY; t * t];
+    let mut start = 0;
+    for &l in lens {
+        for i in 0..l {
+            let row = (start + i) * t;
+            for v in &mut m[row + start..row + start + i + 1] {
+                *v = 0.0;
+            }
+        }
+        start += l;
     }
     Ok(Tensor::from_vec(m, (t, t), dev)?)
 }

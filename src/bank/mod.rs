@@ -1,6 +1,7 @@
 //! The contextual bank: file format, reader, writer, product quantizer.
 //! See docs/bank-format.md.
 
+pub mod builder;
 pub mod pq;
 
 /// Errors of reading, validating or writing a bank.

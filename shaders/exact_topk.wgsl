@@ -1,0 +1,76 @@
+// exact_topk.wgsl — exact cosine top-k over f32 vectors with a per-workgroup top-k.
+// Rust host and CPU twin: src/gpu/exact_topk.rs. Needs topk_common.wgsl prepended
+// (requires: topk_common.wgsl).
+//
+// score(row) = dot(q, v_row)                       (normalize_rows == 0: bank rows are unit vectors)
+//            = dot(q, v_row) / sqrt(dot(v_row, v_row))   (normalize_rows == 1)
+// The host L2-normalises the queries.
+//
+// vectors: [n_rows, d] f32 (this chunk)
+// queries: [nq, d] f32
+// out:     [nq, lists_per_query, k] Candidate (see pq_scan.wgsl)
+
+struct ExactParams {
+    n_rows: u32,
+    d: u32,
+    k: u32,
+    row_base: u32,
+    rows_per_wg: u32,
+    iters: u32,
+    lists_per_query: u32,
+    list_base: u32,
+    tag: u32,
+    normalize_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: ExactParams;
+@group(0) @binding(1) var<storage, read> vectors: array<f32>;
+@group(0) @binding(2) var<storage, read> queries: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<Candidate>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let q = wid.y;
+    let k = params.k;
+    let fresh = SORT_N - k;
+    let d = params.d;
+    let qbase = q * d;
+    let first = wid.x * params.rows_per_wg;
+
+    slots_clear(lid);
+    for (var it = 0u; it < params.iters; it++) {
+        let start = first + it * fresh;
+        if (start >= params.n_rows) {
+            break;
+        }
+        workgroupBarrier();
+        for (var s = lid; s < fresh; s += WG) {
+            let r = start + s;
+            if (r < params.n_rows) {
+                let vbase = r * d;
+                var qv = 0.0;
+                var vv = 0.0;
+                for (var i = 0u; i < d; i++) {
+                    let v = vectors[vbase + i];
+                    qv += queries[qbase + i] * v;
+                    vv += v * v;
+                }
+                var score = qv;
+                if (params.normalize_rows != 0u) {
+                    score = qv / sqrt(vv);
+                }
+                slot_put(k + s, sanitize(score), params.row_base + r, params.tag);
+            } else {
+                slot_put(k + s, neg_inf(), EMPTY, EMPTY);
+            }
+        }
+        slots_sort(lid);
+    }
+    workgroupBarrier();
+    let out_base = (q * params.lists_per_query + params.list_base + wid.x) * k;
+    for (var i = lid; i < k; i += WG) {
+        out[out_base + i] = Candidate(sk_score[i], sk_row[i], sk_tag[i]);
+    }
+}

@@ -1,0 +1,98 @@
+// topk_common.wgsl — shared by the top-k kernels (pq_scan, exact_topk, exact_topk_f16, topk_merge).
+// The host prepends this file to each kernel source (see `Kernel::source` in src/gpu/mod.rs).
+//
+// A workgroup of 256 invocations keeps a sort buffer of SORT_N = 1024 candidates in workgroup
+// memory (struct of arrays: score, row, tag; 12 KiB). Slots [0, k) hold the best candidates so far
+// (best first); each round the kernel fills slots [k, SORT_N) with new candidates and sorts the
+// whole buffer with a bitonic network, so slots [0, k) again hold the best k.
+//
+// Order (CONTRACT): higher score first; equal score -> lower row first; equal score and row ->
+// lower tag (bank-layer slot) first. NaN scores are mapped to -inf by `sanitize`; empty slots are
+// (-inf, 0xffffffff, 0xffffffff) and the host drops every -inf candidate.
+
+const WG: u32 = 256u;
+const SORT_N: u32 = 1024u;
+const EMPTY: u32 = 0xffffffffu;
+
+struct Candidate {
+    score: f32,
+    row: u32,
+    tag: u32,
+}
+
+var<workgroup> sk_score: array<f32, 1024>;
+var<workgroup> sk_row: array<u32, 1024>;
+var<workgroup> sk_tag: array<u32, 1024>;
+
+fn neg_inf() -> f32 {
+    return bitcast<f32>(0xff800000u);
+}
+
+// NaN -> -inf, by bit pattern (compilers may assume no NaN in float comparisons).
+fn sanitize(s: f32) -> f32 {
+    let bits = bitcast<u32>(s) & 0x7fffffffu;
+    if (bits > 0x7f800000u) {
+        return neg_inf();
+    }
+    return s;
+}
+
+// true when slot a must come before slot b
+fn slot_better(a: u32, b: u32) -> bool {
+    let sa = sk_score[a];
+    let sb = sk_score[b];
+    if (sa != sb) {
+        return sa > sb;
+    }
+    let ra = sk_row[a];
+    let rb = sk_row[b];
+    if (ra != rb) {
+        return ra < rb;
+    }
+    return sk_tag[a] < sk_tag[b];
+}
+
+fn slot_put(i: u32, score: f32, row: u32, tag: u32) {
+    sk_score[i] = score;
+    sk_row[i] = row;
+    sk_tag[i] = tag;
+}
+
+fn slot_swap(a: u32, b: u32) {
+    let s = sk_score[a];
+    let r = sk_row[a];
+    let t = sk_tag[a];
+    sk_score[a] = sk_score[b];
+    sk_row[a] = sk_row[b];
+    sk_tag[a] = sk_tag[b];
+    sk_score[b] = s;
+    sk_row[b] = r;
+    sk_tag[b] = t;
+}
+
+// Fill every slot with the empty candidate. Call from all invocations, then barrier.
+fn slots_clear(lid: u32) {
+    for (var i = lid; i < SORT_N; i += WG) {
+        slot_put(i, neg_inf(), EMPTY, EMPTY);
+    }
+}
+
+// Bitonic sort of the whole buffer, best first. Must be called by all 256 invocations
+// in uniform control flow; ends with a barrier.
+fn slots_sort(lid: u32) {
+    workgroupBarrier();
+    for (var size = 2u; size <= SORT_N; size = size << 1u) {
+        for (var stride = size >> 1u; stride > 0u; stride = stride >> 1u) {
+            for (var p = lid; p < SORT_N / 2u; p += WG) {
+                let i = 2u * stride * (p / stride) + (p % stride);
+                let j = i + stride;
+                // within a block of `size`, the lower half of blocks sort best-first
+                let best_first = (i & size) == 0u;
+                if (slot_better(j, i) == best_first) {
+                    slot_swap(i, j);
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+}

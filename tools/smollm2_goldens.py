@@ -125,6 +125,21 @@ def write(args):
     tiny(args)
 
 
+TINY_SENTENCE = "the quick brown fox jumped over the lazy dog near the river bank"
+
+
+def tiny_tokenizer():
+    """A small BPE (≤ 200 ids) trained on WordNet sentences, so the tiny
+    models' directories are complete HF model dirs (config + weights + tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.decoder = decoders.BPEDecoder()
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>"], limit_alphabet=40, show_progress=False)
+    tk.train_from_iterator(wordnet_sentences()[:3000], trainer)
+    return tk
+
+
 def tiny(args):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
     from safetensors.numpy import save_file
@@ -149,14 +164,18 @@ def tiny(args):
         d = os.path.join(FIX, name)
         os.makedirs(d, exist_ok=True)
         model.save_pretrained(d, safe_serialization=True)
-        g = torch.Generator().manual_seed(7)
-        ids = torch.randint(0, common["vocab_size"], (1, 17), generator=g)
+        tok_path = os.path.join(d, "tokenizer.json")
+        tiny_tokenizer().save(tok_path)
+        from transformers import PreTrainedTokenizerFast
+        hf_tok = PreTrainedTokenizerFast(tokenizer_file=tok_path)
+        ids = torch.tensor([hf_tok(TINY_SENTENCE)["input_ids"]])
+        assert ids.max() < common["vocab_size"]
         with torch.no_grad():
             out = model(ids, output_hidden_states=True)
         hs = np.stack([x[0].numpy() for x in out.hidden_states]).astype(np.float32)
         save_file({"ids": ids[0].numpy().astype(np.int64), "states": hs,
                    "logits": out.logits[0].numpy().astype(np.float32)},
-                  os.path.join(d, "goldens.safetensors"))
+                  os.path.join(d, "goldens.safetensors"), metadata={"text": TINY_SENTENCE})
         print(f"{name}: {len(out.hidden_states)} states, ids {ids[0].tolist()}")
 
 

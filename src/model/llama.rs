@@ -254,6 +254,12 @@ impl TextModel {
         if t == 0 {
             return Err(ModelError::Input("empty sequence: at least one token is needed".into()));
         }
+        if t > self.cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "{t} tokens: this model handles at most {} (max_position_embeddings); shorten the input",
+                self.cfg.max_position_embeddings
+            )));
+        }
         let x = embeds.to_dtype(DType::F32)?.contiguous()?;
         let (cos, sin) = self.rope_tables(t)?;
         let mask = causal_mask(t, self.device())?;

@@ -169,3 +169,23 @@ fn bad_inputs_are_errors_not_panics() {
     let wrong_width = Tensor::zeros((3, 7), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(model.forward_embeds(&wrong_width).is_err());
 }
+
+#[test]
+fn hf_model_dir_with_tokenizer_json_gives_transformers_ids_and_states() {
+    for name in ["tiny_llama", "tiny_qwen2"] {
+        let dir = fixture(name);
+        let m = latentlens::model::LoadedTextModel::load(&dir).unwrap();
+        let bytes = std::fs::read(dir.join("goldens.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let text = meta.metadata().as_ref().unwrap()["text"].clone();
+        let g = goldens(&dir);
+        let hs = m.hidden_states_text(&text).unwrap();
+        assert_eq!(hs.token_ids, g.ids, "{name}: token ids vs transformers' PreTrainedTokenizerFast");
+        for l in 0..hs.num_layers() {
+            let ours = Tensor::from_slice(&hs.layers[l], (hs.num_tokens(), hs.hidden_size), &Device::Cpu).unwrap();
+            let e = max_abs(&ours, &g.states.get(l).unwrap());
+            assert!(e <= 1e-4, "{name} layer {l}: {e}");
+        }
+        assert!(m.fingerprint().unwrap().starts_with("llfp1-sha256:"));
+    }
+}

@@ -125,6 +125,21 @@ def write(args):
     tiny(args)
 
 
+TINY_SENTENCE = "the quick brown fox jumped over the lazy dog near the river bank"
+
+
+def tiny_tokenizer():
+    """A small BPE (≤ 200 ids) trained on WordNet sentences, so the tiny
+    models' directories are complete HF model dirs (config + weights + tokenizer)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.decoder = decoders.BPEDecoder()
+    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>"], limit_alphabet=40, show_progress=False)
+    tk.train_from_iterator(wordnet_sentences()[:3000], trainer)
+    return tk
+
+
 def tiny(args):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
     from safetensors.numpy import save_file
@@ -149,18 +164,23 @@ def tiny(args):
         d = os.path.join(FIX, name)
         os.makedirs(d, exist_ok=True)
         model.save_pretrained(d, safe_serialization=True)
-        g = torch.Generator().manual_seed(7)
-        ids = torch.randint(0, common["vocab_size"], (1, 17), generator=g)
+        tok_path = os.path.join(d, "tokenizer.json")
+        tiny_tokenizer().save(tok_path)
+        from transformers import PreTrainedTokenizerFast
+        hf_tok = PreTrainedTokenizerFast(tokenizer_file=tok_path)
+        ids = torch.tensor([hf_tok(TINY_SENTENCE)["input_ids"]])
+        assert ids.max() < common["vocab_size"]
         with torch.no_grad():
             out = model(ids, output_hidden_states=True)
         hs = np.stack([x[0].numpy() for x in out.hidden_states]).astype(np.float32)
         save_file({"ids": ids[0].numpy().astype(np.int64), "states": hs,
                    "logits": out.logits[0].numpy().astype(np.float32)},
-                  os.path.join(d, "goldens.safetensors"))
+                  os.path.join(d, "goldens.safetensors"), metadata={"text": TINY_SENTENCE})
         print(f"{name}: {len(out.hidden_states)} states, ids {ids[0].tolist()}")
 
 
 def cos_rows(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
     na = np.linalg.norm(a, axis=-1)
     nb = np.linalg.norm(b, axis=-1)
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-30)
@@ -190,18 +210,22 @@ def compare(args):
             if per_layer_cos is None:
                 per_layer_cos = [1.0] * L
                 per_layer_abs = [0.0] * L
+                per_layer_rel = [0.0] * L
             for l in range(L):
                 a = ours[f"layer.{l}"]
                 c = cos_rows(a, hs[l]).min()
                 e = np.abs(a - hs[l]).max()
                 per_layer_cos[l] = min(per_layer_cos[l], float(c))
                 per_layer_abs[l] = max(per_layer_abs[l], float(e))
+                rel = (np.abs(a - hs[l]).max(-1) / np.maximum(np.abs(hs[l]).max(-1), 1e-30)).max()
+                per_layer_rel[l] = max(per_layer_rel[l], float(rel))
             n_tok += len(ids)
-    print(f"{'layer':>5} {'min cos':>12} {'max |err|':>12}")
+    print(f"{'layer':>5} {'min cos':>12} {'max |err|':>12} {'max |err|/row max':>18}")
     for l in range(len(per_layer_cos)):
-        print(f"{l:>5} {per_layer_cos[l]:>12.8f} {per_layer_abs[l]:>12.3e}")
+        print(f"{l:>5} {per_layer_cos[l]:>12.9f} {per_layer_abs[l]:>12.3e} {per_layer_rel[l]:>18.3e}")
     print(json.dumps({"sentences": len(ps), "ids_identical": ids_ok, "tokens": n_tok,
-                      "min_cosine": min(per_layer_cos), "max_abs_err": max(per_layer_abs)}))
+                      "min_cosine": min(per_layer_cos), "max_abs_err": max(per_layer_abs),
+                      "max_rel_err": max(per_layer_rel)}))
 
 
 def main():

@@ -4,7 +4,9 @@
 #   ./build.sh setup          system packages (lavapipe), real weights (SmolLM2 GGUF)
 #   ./build.sh test           every test tier that runs on this machine
 #   ./build.sh serve          the web page (lands with the browser issue)
-#   ./build.sh bench NAME     benchmarks vs independent references: search | model
+#   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank
+#   ./build.sh bank [smollm2] build the real SmolLM2 bank from the offline corpus (cached in .assets/banks)
+#   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
 #   ./build.sh assets         fetch the real weights used by tests and benches
 set -euo pipefail
@@ -61,6 +63,19 @@ pyenv() {
   fi
 }
 
+CORPUS=$ASSETS/corpus/corpus-v1.txt
+make_corpus() {
+  [ -s "$CORPUS" ] && return 0
+  apt_install wordnet-base
+  log "building the offline corpus (WordNet glosses and examples, clip-interrogator phrases)"
+  python3 tools/make_corpus.py "$CORPUS"
+}
+
+cli() {
+  cargo build --release --bin latentlens
+  "$ROOT/target/release/latentlens" "$@"
+}
+
 setup() {
   apt_install mesa-vulkan-drivers libvulkan1 wordnet-base
   fetch_smollm2
@@ -79,11 +94,22 @@ case "$cmd" in
     cargo test --all-targets "$@"
     ;;
   bench)
-    name=${1:?usage: ./build.sh bench search|model}; shift
+    name=${1:?usage: ./build.sh bench search|model|bank}; shift
     setup; pyenv
-    export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY
-    cargo build --release --bin latentlens
-    ./target/release/latentlens bench "$name" "$@"
+    [ "$name" = bank ] && make_corpus
+    export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY LATENTLENS_CORPUS=$CORPUS
+    cli bench "$name" "$@"
+    ;;
+  corpus) make_corpus ;;
+  bank)
+    which=${1:-smollm2}; shift || true
+    [ "$which" = smollm2 ] || { log "unknown bank '$which' (known: smollm2)"; exit 2; }
+    setup; make_corpus
+    out=$ASSETS/banks/smollm2-135m-instruct-v1.llbank
+    mkdir -p "$(dirname "$out")"
+    if [ -s "$out" ]; then log "bank cached: $out"; exit 0; fi
+    cli build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --out "$out" \
+      --corpus-name "latentlens offline corpus v1 (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" "$@"
     ;;
   serve)
     log "the web page lands with the browser issue; nothing to serve yet"; exit 1 ;;

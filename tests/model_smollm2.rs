@@ -198,3 +198,17 @@ fn quantized_mode_stays_close_to_transformers() {
     eprintln!("quantised mode vs transformers (f32): min per-token cosine {min_cos:.6}, mean {mean:.6}");
     assert!(min_cos >= 0.98 && mean >= 0.995, "min {min_cos}, mean {mean}");
 }
+
+#[test]
+fn tokenizer_edge_cases_match_transformers() {
+    let Some(m) = model() else { return };
+    let lines = std::fs::read_to_string(fixture("tokenizer_edge_cases.jsonl")).unwrap();
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let got = m.tokenizer.encode(text).unwrap();
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(m.tokenizer.decode(&got, false).unwrap(), text);
+    }
+}

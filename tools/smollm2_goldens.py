@@ -101,6 +101,17 @@ def write(args):
         for s in ts:
             f.write(" ".join(map(str, tok(s)["input_ids"])) + "\n")
     print(f"tokenizer goldens: {len(ts)} sentences")
+    edge = [
+        "<|im_start|>user\nWhat is in this image?<|im_end|>\n<|im_start|>assistant\n",
+        "Prices rose 12.5% in 2023 (from $1,234 to $1,388).",
+        "naïve café – “quoted” — Zürich, São Paulo, Kraków; 東京 and Москва 🙂👍🏽",
+        "  leading and trailing spaces   \n\n\ttabs\r\nCRLF  ",
+        "don't won't it's we'll they've I'm you'd",
+        "snake_case camelCase SCREAMING-KEBAB https://example.org/a?b=c#d",
+    ]
+    with open(os.path.join(out, "tokenizer_edge_cases.jsonl"), "w", encoding="utf-8") as f:
+        for e in edge:
+            f.write(json.dumps({"text": e, "ids": tok(e)["input_ids"]}, ensure_ascii=False) + "\n")
 
     ps = parity_sentences(all_s)
     with open(os.path.join(out, "parity_sentences.txt"), "w", encoding="utf-8") as f:

@@ -378,8 +378,7 @@ fn bank_reads_from_a_local_file() {
         std::process::id()
     ));
     std::fs::write(&path, &bytes).unwrap();
-    let src = latentlens::fetch::FileSource::open(&path).unwrap();
-    let r = block_on(BankReader::open(Box::new(src)));
+    let r = BankReader::open_file(&path);
     let _ = std::fs::remove_file(&path);
     let r = r.unwrap();
     read_all(&r).unwrap();

@@ -220,6 +220,14 @@ impl BankReader {
         })
     }
 
+    /// Native convenience: opens and validates the bank file at `path`,
+    /// blocking on the (synchronous) file reads.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<Self, BankError> {
+        let source = crate::fetch::FileSource::open(path)?;
+        futures::executor::block_on(Self::open(Box::new(source)))
+    }
+
     /// Checks each entry's kind, slot, chunk, bounds and exact length against
     /// the manifest, and that each required section appears exactly once.
     fn index_sections(

@@ -14,6 +14,7 @@
 //! - [`sentences`]: compressed sentence blocks.
 //! - [`pq`]: the product quantizer (its blobs are opaque bytes to this module).
 
+pub mod assemble;
 pub mod builder;
 pub mod format;
 pub mod pq;

@@ -3,11 +3,13 @@
 //! that turns their hits into words.
 
 pub mod baselines;
+pub mod latent;
 pub mod readout;
 
 use serde::{Deserialize, Serialize};
 
 pub use baselines::{EmbeddingLens, LogitLens};
+pub use latent::LatentLens;
 
 /// Which lens produced a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

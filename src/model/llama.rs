@@ -431,7 +431,7 @@ impl TextModel {
         states.push(x.clone());
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask)?;
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask, self.rope_interleaved)?;
             states.push(x.clone());
         }
         let last = self.final_norm(&x)?;

@@ -6,7 +6,10 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_model;
 mod bench_search;
+mod build_bank;
 mod hidden_states;
+mod inspect;
+mod inspect_vlm;
 
 #[derive(Parser)]
 #[command(name = "latentlens", version, about = "What a vision-language model sees in each image patch, in words")]
@@ -21,6 +24,12 @@ enum Command {
     HiddenStates(hidden_states::Args),
     /// Benchmarks: ours vs an independent reference, side by side.
     Bench(bench::Args),
+    /// Build a contextual bank: run the model's LLM over a corpus, quantise, write.
+    BuildBank(build_bank::Args),
+    /// Explain every visual token (or text token) with LatentLens, EmbeddingLens and LogitLens.
+    Inspect(inspect::Args),
+    /// Merge shard collections (build-bank --shard i/n) into one bank.
+    MergeBanks(build_bank::MergeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +37,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::HiddenStates(args) => hidden_states::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BuildBank(args) => build_bank::run(args),
+        Command::MergeBanks(args) => build_bank::run_merge(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

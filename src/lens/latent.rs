@@ -1,0 +1,159 @@
+//! LatentLens (Krojer et al., 2026): explain a hidden state by its nearest
+//! *contextual* text embeddings — the same LLM's hidden states of real words
+//! in real sentences, at several layers — searched by cosine similarity in a
+//! product-quantized bank, merged across bank layers, read out as whole words
+//! inside their sentence.
+
+use super::readout::whole_word;
+use super::{Method, Neighbour};
+use crate::bank::pq::ProductQuantizer;
+use crate::bank::{BankError, BankReader, RowMeta};
+use crate::search::{merge_layers, pq_search, Hit, PqSearchParams};
+
+/// One bank layer held in memory: its quantizer, codes and refinement data.
+#[derive(Debug)]
+struct LayerIndex {
+    /// LLM layer (hidden-state index) the vectors were taken at.
+    llm_layer: usize,
+    pq: ProductQuantizer,
+    /// `[rows, code_bytes]`
+    codes: Vec<u8>,
+    /// `[rows, refine_bytes]`, empty without refinement.
+    refine: Vec<u8>,
+}
+
+/// A loaded bank, ready to explain query vectors.
+pub struct LatentLens {
+    reader: BankReader,
+    layers: Vec<LayerIndex>,
+    meta: Vec<RowMeta>,
+    /// Candidates reranked with refinement data per layer.
+    pub shortlist: usize,
+}
+
+impl LatentLens {
+    /// Reads every layer's quantizer and codes and the row metadata
+    /// (sentences stay in the file and are read for displayed hits only).
+    pub async fn load(reader: BankReader) -> Result<Self, BankError> {
+        let mut layers = Vec::with_capacity(reader.n_layers());
+        for (slot, &l) in reader.manifest().layers.iter().enumerate() {
+            let pq = ProductQuantizer::from_bytes(&reader.quantizer_blob(slot).await?)?;
+            if pq.d() != reader.manifest().hidden_size as usize || pq.code_bytes() != reader.code_bytes() {
+                return Err(BankError::Corrupt(format!(
+                    "the quantizer of bank layer {l} has d={} and {} code bytes, the manifest says d={} and {}",
+                    pq.d(),
+                    pq.code_bytes(),
+                    reader.manifest().hidden_size,
+                    reader.code_bytes()
+                )));
+            }
+            let mut codes = Vec::new();
+            let mut refine = Vec::new();
+            for c in 0..reader.n_chunks() {
+                codes.extend(reader.codes_chunk(slot, c).await?);
+                if reader.refine_bytes() > 0 {
+                    refine.extend(reader.refine_chunk(slot, c).await?);
+                }
+            }
+            layers.push(LayerIndex { llm_layer: l as usize, pq, codes, refine });
+        }
+        let mut meta = Vec::new();
+        for c in 0..reader.n_chunks() {
+            meta.extend(reader.row_meta_chunk(c).await?);
+        }
+        Ok(Self { reader, layers, meta, shortlist: 100 })
+    }
+
+    /// Loads a bank file (native convenience).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<Self, BankError> {
+        let reader = BankReader::open_file(path)?;
+        futures::executor::block_on(Self::load(reader))
+    }
+
+    /// The bank's reader (manifest, sentences).
+    pub fn reader(&self) -> &BankReader {
+        &self.reader
+    }
+
+    /// LLM layers of the bank, in slot order.
+    pub fn bank_layers(&self) -> Vec<usize> {
+        self.layers.iter().map(|l| l.llm_layer).collect()
+    }
+
+    /// Refuses a model other than the one the bank was built for, naming both.
+    pub fn check_model(&self, model_name: &str, fingerprint: &str) -> Result<(), BankError> {
+        let m = &self.reader.manifest().model;
+        if m.fingerprint == fingerprint {
+            return Ok(());
+        }
+        Err(BankError::Invalid(format!(
+            "this bank was built for the model `{}` (fingerprint {}), but the loaded model is `{model_name}` (fingerprint {fingerprint}): \
+             use the bank's model, or build a bank for this model with `latentlens build-bank`",
+            m.name, m.fingerprint
+        )))
+    }
+
+    /// Top-`k` contextual neighbours of each query row (`[Q, d]` row-major,
+    /// any norm), searched in every bank layer and merged across layers.
+    pub async fn explain(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, crate::Error> {
+        let d = self.reader.manifest().hidden_size as usize;
+        if d == 0 || queries.len() % d != 0 {
+            return Err(crate::search::SearchError::Invalid(format!(
+                "queries have {} floats, not a multiple of the bank's hidden size {d}: wrong model for this bank?",
+                queries.len()
+            ))
+            .into());
+        }
+        // Cosine = inner product of unit vectors.
+        let mut q = queries.to_vec();
+        for row in q.chunks_mut(d) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= n);
+        }
+        let mut per_layer = Vec::with_capacity(self.layers.len());
+        for (slot, l) in self.layers.iter().enumerate() {
+            let p = PqSearchParams { k, shortlist: self.shortlist, layer: slot as u16, ..PqSearchParams::default() };
+            let refine = (!l.refine.is_empty()).then_some(l.refine.as_slice());
+            per_layer.push(pq_search(&l.pq, &l.codes, refine, &q, &p)?);
+        }
+        let merged = merge_layers(&per_layer, k)?;
+        let mut out = Vec::with_capacity(merged.len());
+        for hits in merged {
+            let mut list = Vec::with_capacity(hits.len());
+            for (rank, h) in hits.iter().enumerate() {
+                list.push(self.neighbour(rank, h).await?);
+            }
+            out.push(list);
+        }
+        Ok(out)
+    }
+
+    async fn neighbour(&self, rank: usize, h: &Hit) -> Result<Neighbour, BankError> {
+        let m = self.meta.get(h.row as usize).ok_or(BankError::OutOfRange {
+            what: "row",
+            index: u64::from(h.row),
+            count: self.meta.len() as u64,
+        })?;
+        let sentence = self.reader.sentence(m.sentence_id).await?;
+        let (s, e) = (m.span_start as usize, m.span_end as usize);
+        let token = sentence.get(s..e).unwrap_or_default().to_string();
+        let (word, span) = match whole_word(&sentence, s, e) {
+            Some(w) => (w.word, w.span),
+            None => (token.trim().to_string(), (s, e)),
+        };
+        let bank_layer = self.layers.get(h.layer as usize).map(|l| l.llm_layer);
+        Ok(Neighbour {
+            rank: rank as u32 + 1,
+            score: h.score,
+            prob: None,
+            word,
+            token,
+            token_id: m.token_id,
+            sentence: Some(sentence),
+            span: Some(span),
+            bank_layer,
+            method: Method::Latent,
+        })
+    }
+}

@@ -1,0 +1,338 @@
+//! Llama-family decoder (Llama, Qwen2) on candle's CPU path, returning the
+//! hidden states of every layer.
+//!
+//! Mirrors HF transformers' `LlamaModel` / `Qwen2Model`
+//! (`modeling_llama.py`): RMSNorm → grouped-query causal self-attention with
+//! RoPE in the `rotate_half` layout → residual → RMSNorm → SwiGLU MLP →
+//! residual; final RMSNorm; unembedding tied to the input embedding or a
+//! separate `lm_head`. Tensor names follow the checkpoint under the
+//! [`VarBuilder`] prefix given to [`TextModel::new`]: `embed_tokens`,
+//! `layers.{i}.self_attn.{q,k,v,o}_proj`, `layers.{i}.mlp.{gate,up,down}_proj`,
+//! `layers.{i}.{input,post_attention}_layernorm`, `norm`.
+//!
+//! Hidden states follow transformers' `output_hidden_states=True` (checked
+//! against transformers 5.24 by `tools/smollm2_goldens.py`): `L + 1` tensors
+//! `[T, d]`; `[0]` = input embeddings, `[i]` = residual stream after layer
+//! `i` for `i < L`, `[L]` = after the final norm.
+//!
+//! Speed: q/k/v and gate/up projections are fused into one matmul each at
+//! load time; attention runs per key/value head on the `[G·T, hd]` block of
+//! its query group, so keys and values are never repeated.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+pub use super::config::{TextArch, TextConfig};
+use super::ModelError;
+
+/// Loads tensor `name` under `vb`, checking presence and shape with errors
+/// that name the full tensor path.
+pub(crate) fn get_checked(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Tensor, ModelError> {
+    let full = if vb.prefix().is_empty() { name.to_string() } else { format!("{}.{name}", vb.prefix()) };
+    if !vb.contains_tensor(name) {
+        return Err(ModelError::MissingTensor { name: full, source_desc: "the weights".into() });
+    }
+    let t = vb.get_unchecked_dtype(name, DType::F32)?;
+    if t.dims() != shape {
+        return Err(ModelError::Shape { name: full, expected: shape.to_vec(), got: t.dims().to_vec() });
+    }
+    Ok(t)
+}
+
+/// A linear layer `y = x Wᵀ (+ b)` with `W: [out, in]`.
+#[derive(Debug, Clone)]
+struct Linear {
+    /// `[out, in]`
+    w: Tensor,
+    /// `[out]`
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// `x: [T, in]` → `[T, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let y = x.matmul(&self.w.t()?)?;
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+}
+
+fn load_linear(vb: &VarBuilder, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear, ModelError> {
+    let w = get_checked(vb, &[out_dim, in_dim], "weight")?;
+    let b = if bias { Some(get_checked(vb, &[out_dim], "bias")?) } else { None };
+    Ok(Linear { w, b })
+}
+
+/// Concatenates linears along the output dimension (one matmul instead of several).
+fn fuse(parts: &[Linear]) -> Result<Linear, ModelError> {
+    let ws: Vec<&Tensor> = parts.iter().map(|l| &l.w).collect();
+    let w = Tensor::cat(&ws, 0)?.contiguous()?;
+    let b = if parts.iter().all(|l| l.b.is_some()) {
+        let bs: Vec<&Tensor> = parts.iter().filter_map(|l| l.b.as_ref()).collect();
+        Some(Tensor::cat(&bs, 0)?)
+    } else if parts.iter().any(|l| l.b.is_some()) {
+        // Some with, some without: materialise zeros for the missing ones.
+        let mut bs = Vec::with_capacity(parts.len());
+        for l in parts {
+            bs.push(match &l.b {
+                Some(b) => b.clone(),
+                None => Tensor::zeros(l.w.dim(0)?, DType::F32, l.w.device())?,
+            });
+        }
+        Some(Tensor::cat(&bs, 0)?)
+    } else {
+        None
+    };
+    Ok(Linear { w, b })
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    /// `[d]`
+    input_layernorm: Tensor,
+    /// `[d]`
+    post_attention_layernorm: Tensor,
+    /// Fused q, k, v: `[(H + 2·KV)·hd, d]`.
+    qkv: Linear,
+    /// `[d, H·hd]`
+    o_proj: Linear,
+    /// Fused gate, up: `[2·I, d]`.
+    gate_up: Linear,
+    /// `[d, I]`
+    down_proj: Linear,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
+        let d = cfg.hidden_size;
+        let (h, kv, hd, i) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
+        let att = vb.pp("self_attn");
+        let q = load_linear(&att.pp("q_proj"), h * hd, d, cfg.qkv_bias)?;
+        let k = load_linear(&att.pp("k_proj"), kv * hd, d, cfg.qkv_bias)?;
+        let v = load_linear(&att.pp("v_proj"), kv * hd, d, cfg.qkv_bias)?;
+        let o_proj = load_linear(&att.pp("o_proj"), d, h * hd, cfg.o_bias)?;
+        let mlp = vb.pp("mlp");
+        let gate = load_linear(&mlp.pp("gate_proj"), i, d, cfg.mlp_bias)?;
+        let up = load_linear(&mlp.pp("up_proj"), i, d, cfg.mlp_bias)?;
+        let down_proj = load_linear(&mlp.pp("down_proj"), d, i, cfg.mlp_bias)?;
+        Ok(Self {
+            input_layernorm: get_checked(&vb.pp("input_layernorm"), &[d], "weight")?,
+            post_attention_layernorm: get_checked(&vb.pp("post_attention_layernorm"), &[d], "weight")?,
+            qkv: fuse(&[q, k, v])?,
+            o_proj,
+            gate_up: fuse(&[gate, up])?,
+            down_proj,
+        })
+    }
+
+    /// `x: [T, d]` → `[T, d]`; `cos`, `sin`: `[T, hd/2]`; `mask`: `[T, T]` (0 / -inf).
+    fn forward(&self, cfg: &TextConfig, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor, ModelError> {
+        let (t, _d) = x.dims2()?;
+        let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let g = h / kv;
+        let eps = cfg.rms_norm_eps as f32;
+
+        // --- attention ---
+        let xn = candle_nn::ops::rms_norm(x, &self.input_layernorm, eps)?; // [T, d]
+        let qkv = self.qkv.forward(&xn)?; // [T, (H+2KV)·hd]
+        let qkv = qkv.reshape((t, h + 2 * kv, hd))?.transpose(0, 1)?.contiguous()?; // [H+2KV, T, hd]
+        let qk = qkv.narrow(0, 0, h + kv)?.unsqueeze(0)?; // [1, H+KV, T, hd]
+        let qk = candle_nn::rotary_emb::rope(&qk, cos, sin)?.squeeze(0)?; // [H+KV, T, hd]
+        let scale = 1.0 / (hd as f64).sqrt();
+        let q = (qk.narrow(0, 0, h)? * scale)?; // [H, T, hd]
+        let k = qk.narrow(0, h, kv)?; // [KV, T, hd]
+        let v = qkv.narrow(0, h + kv, kv)?; // [KV, T, hd]
+        // Query heads kv·G .. kv·G+G-1 share key/value head kv (HF repeat_kv).
+        let q = q.reshape((kv, g * t, hd))?; // [KV, G·T, hd]
+        let scores = q.matmul(&k.t()?)?; // [KV, G·T, T]
+        let scores = scores.reshape((h, t, t))?.broadcast_add(mask)?; // [H, T, T]
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?; // [H, T, T]
+        let probs = probs.reshape((kv, g * t, t))?; // [KV, G·T, T]
+        let ctx = probs.matmul(&v)?; // [KV, G·T, hd]
+        let ctx = ctx.reshape((h, t, hd))?.transpose(0, 1)?.contiguous()?.reshape((t, h * hd))?; // [T, H·hd]
+        let x = (x + self.o_proj.forward(&ctx)?)?; // [T, d]
+
+        // --- MLP ---
+        let xn = candle_nn::ops::rms_norm(&x, &self.post_attention_layernorm, eps)?; // [T, d]
+        let gu = self.gate_up.forward(&xn)?; // [T, 2I]
+        let act = candle_nn::ops::swiglu(&gu)?; // [T, I]
+        let x = (x + self.down_proj.forward(&act)?)?; // [T, d]
+        Ok(x)
+    }
+}
+
+/// A Llama / Qwen2 text decoder with access to its embedding, final norm and
+/// unembedding (for the lenses).
+#[derive(Debug, Clone)]
+pub struct TextModel {
+    cfg: TextConfig,
+    /// `[vocab, d]`
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    /// `[d]`
+    norm: Tensor,
+    /// `[vocab, d]`; the embedding matrix when tied, `None` until set otherwise.
+    lm_head: Option<Tensor>,
+}
+
+impl TextModel {
+    /// Builds the decoder from the tensors under `vb` (the `model.` level of a
+    /// causal LM: `embed_tokens`, `layers.*`, `norm`). With tied embeddings the
+    /// unembedding is the embedding matrix; otherwise call
+    /// [`TextModel::new_causal_lm`] or [`TextModel::with_lm_head`].
+    pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
+        cfg.validate()?;
+        let d = cfg.hidden_size;
+        let embed_tokens = get_checked(&vb.pp("embed_tokens"), &[cfg.vocab_size, d], "weight")?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let vl = vb.pp("layers");
+        for i in 0..cfg.num_hidden_layers {
+            layers.push(DecoderLayer::new(cfg, vl.pp(i))?);
+        }
+        let norm = get_checked(&vb.pp("norm"), &[d], "weight")?;
+        let lm_head = if cfg.tie_word_embeddings { Some(embed_tokens.clone()) } else { None };
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head })
+    }
+
+    /// Builds a causal LM from the root of its checkpoint: the decoder under
+    /// `model.`, and `lm_head.weight` unless the embeddings are tied.
+    pub fn new_causal_lm(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
+        let m = Self::new(cfg, vb.pp("model"))?;
+        if cfg.tie_word_embeddings {
+            return Ok(m);
+        }
+        let w = get_checked(&vb.pp("lm_head"), &[cfg.vocab_size, cfg.hidden_size], "weight")?;
+        m.with_lm_head(w)
+    }
+
+    /// Sets a separate unembedding matrix `[vocab, d]` (untied models whose
+    /// `lm_head` lives outside the decoder prefix, e.g. inside a VLM).
+    pub fn with_lm_head(mut self, w: Tensor) -> Result<Self, ModelError> {
+        let want = [self.cfg.vocab_size, self.cfg.hidden_size];
+        if w.dims() != want {
+            return Err(ModelError::Shape { name: "lm_head.weight".into(), expected: want.to_vec(), got: w.dims().to_vec() });
+        }
+        self.lm_head = Some(w.to_dtype(DType::F32)?);
+        Ok(self)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TextConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// Input embeddings of `ids`: `[T, d]`. Ids ≥ vocab size are an error.
+    pub fn embed_tokens(&self, ids: &[u32]) -> Result<Tensor, ModelError> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary (size {}): wrong tokenizer for this model?",
+                self.cfg.vocab_size
+            )));
+        }
+        let idx = Tensor::from_slice(ids, ids.len(), self.device())?;
+        Ok(self.embed_tokens.index_select(&idx, 0)?) // [T, d]
+    }
+
+    /// Runs the decoder on input embeddings `[T, d]` (text embeddings, or
+    /// text and visual tokens spliced together) and returns `L + 1` hidden
+    /// states `[T, d]`: `[0]` = the input, `[i]` = after layer `i`, the last
+    /// after the final norm (the HF convention).
+    pub fn forward_embeds(&self, embeds: &Tensor) -> Result<Vec<Tensor>, ModelError> {
+        let (t, d) = embeds.dims2().map_err(|_| {
+            ModelError::Input(format!("embeddings must be [tokens, d], got shape {:?}", embeds.dims()))
+        })?;
+        if d != self.cfg.hidden_size {
+            return Err(ModelError::Input(format!("embeddings have width {d}, the model expects {}", self.cfg.hidden_size)));
+        }
+        if t == 0 {
+            return Err(ModelError::Input("empty sequence: at least one token is needed".into()));
+        }
+        let x = embeds.to_dtype(DType::F32)?.contiguous()?;
+        let (cos, sin) = self.rope_tables(t)?;
+        let mask = causal_mask(t, self.device())?;
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        states.push(x.clone());
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask)?;
+            states.push(x.clone());
+        }
+        // HF replaces the last layer's raw output with the normed one.
+        let last = self.final_norm(&x)?;
+        if let Some(slot) = states.last_mut() {
+            *slot = last;
+        }
+        Ok(states)
+    }
+
+    /// Convenience: embeddings of `ids` then [`TextModel::forward_embeds`].
+    pub fn forward_ids(&self, ids: &[u32]) -> Result<Vec<Tensor>, ModelError> {
+        let e = self.embed_tokens(ids)?;
+        self.forward_embeds(&e)
+    }
+
+    /// The input embedding matrix `[vocab, d]`.
+    pub fn embedding_matrix(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The final RMSNorm applied to `x: [T, d]`.
+    pub fn final_norm(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(candle_nn::ops::rms_norm(x, &self.norm, self.cfg.rms_norm_eps as f32)?)
+    }
+
+    /// Logits `[T, vocab]` of already normed states `[T, d]`.
+    pub fn lm_head(&self, x_normed: &Tensor) -> Result<Tensor, ModelError> {
+        let w = self.lm_head.as_ref().ok_or_else(|| {
+            ModelError::Unsupported("this model has untied embeddings and no lm_head was loaded (use TextModel::new_causal_lm or with_lm_head)".into())
+        })?;
+        Ok(x_normed.matmul(&w.t()?)?)
+    }
+
+    /// The unembedding matrix `[vocab, d]`, if known.
+    pub fn lm_head_matrix(&self) -> Option<&Tensor> {
+        self.lm_head.as_ref()
+    }
+
+    /// RoPE tables for positions `0..t`: `cos`, `sin` `[t, hd/2]`, computed in
+    /// f32 as transformers does (`inv_freq = 1 / θ^(2i/hd)`, `freqs = pos · inv_freq`).
+    fn rope_tables(&self, t: usize) -> Result<(Tensor, Tensor), ModelError> {
+        let hd = self.cfg.head_dim;
+        let theta = self.cfg.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..hd / 2).map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32)).collect();
+        let mut cos = Vec::with_capacity(t * hd / 2);
+        let mut sin = Vec::with_capacity(t * hd / 2);
+        for p in 0..t {
+            for &f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let dev = self.device();
+        Ok((Tensor::from_vec(cos, (t, hd / 2), dev)?, Tensor::from_vec(sin, (t, hd / 2), dev)?))
+    }
+}
+
+/// `[T, T]` additive causal mask: 0 on and below the diagonal, -inf above.
+fn causal_mask(t: usize, dev: &Device) -> Result<Tensor, ModelError> {
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for v in &mut m[i * t + i + 1..(i + 1) * t] {
+            *v = f32::NEG_INFINITY;
+        }
+    }
+    Ok(Tensor::from_vec(m, (t, t), dev)?)
+}
+
+/// Copies hidden states (`[T, d]` tensors) into row-major f32 vectors.
+pub fn states_to_vecs(states: &[Tensor]) -> Result<Vec<Vec<f32>>, ModelError> {
+    states.iter().map(|s| Ok(s.flatten_all()?.to_vec1::<f32>()?)).collect()
+}

@@ -1,0 +1,107 @@
+//! One-call loading of a text model (config + weights + tokenizer) from a
+//! GGUF file, GGUF bytes, or an HF directory (`config.json`, safetensors,
+//! `tokenizer.json`), and text → [`HiddenStates`].
+
+use std::io::Cursor;
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::config::TextConfig;
+use super::fingerprint::model_fingerprint;
+use super::hidden::HiddenStates;
+use super::llama::{states_to_vecs, TextModel};
+use super::tokenizer::Tokenizer;
+use super::{gguf, weights, ModelError};
+
+/// A text model ready to run: config, decoder, tokenizer.
+#[derive(Debug, Clone)]
+pub struct LoadedTextModel {
+    /// The typed config.
+    pub config: TextConfig,
+    /// The decoder.
+    pub model: TextModel,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Where it came from (path or description).
+    pub source: String,
+}
+
+impl LoadedTextModel {
+    /// Loads from `path`: a `.gguf` file, or a directory with `config.json`,
+    /// `model.safetensors` (or a sharded index) and `tokenizer.json`.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        if path.is_dir() {
+            return Self::load_hf_dir(path);
+        }
+        if !path.is_file() {
+            return Err(ModelError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        if bytes.get(..4) != Some(b"GGUF") {
+            return Err(ModelError::Weights {
+                path: path.display().to_string(),
+                msg: "not a GGUF file (no GGUF magic); pass a .gguf file or an HF model directory".into(),
+            });
+        }
+        Self::from_gguf_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Loads a llama GGUF file held in memory (`what` names it in errors).
+    pub fn from_gguf_bytes(bytes: &[u8], what: &str) -> Result<Self, ModelError> {
+        let dev = Device::Cpu;
+        let mut r = Cursor::new(bytes);
+        let content = gguf::read_content(&mut r, what)?;
+        let config = gguf::text_config(&content)?;
+        let tokenizer = Tokenizer::from_gguf(&content)?;
+        let w = gguf::load_weights(&content, &mut r, &config, what, &dev)?;
+        let model = TextModel::new_causal_lm(&config, w.var_builder(&dev))?;
+        Ok(Self { config, model, tokenizer, source: what.to_string() })
+    }
+
+    /// Loads an HF model directory.
+    pub fn load_hf_dir(dir: &Path) -> Result<Self, ModelError> {
+        let dev = Device::Cpu;
+        let cfg_path = dir.join("config.json");
+        let cfg_bytes =
+            std::fs::read(&cfg_path).map_err(|source| ModelError::Io { path: cfg_path.display().to_string(), source })?;
+        let v: serde_json::Value = serde_json::from_slice(&cfg_bytes).map_err(|e| ModelError::Weights {
+            path: cfg_path.display().to_string(),
+            msg: format!("invalid JSON: {e}"),
+        })?;
+        let config = TextConfig::from_hf_json(&v)?;
+        let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let w = weights::load_safetensors_dir(dir, &dev)?;
+        let model = TextModel::new_causal_lm(&config, w.var_builder(&dev))?;
+        Ok(Self { config, model, tokenizer, source: dir.display().to_string() })
+    }
+
+    /// The model fingerprint (see [`crate::model::fingerprint`]).
+    pub fn fingerprint(&self) -> Result<String, ModelError> {
+        model_fingerprint(&self.tokenizer, self.model.embedding_matrix())
+    }
+
+    /// Hidden states of every layer for token ids.
+    pub fn hidden_states_ids(&self, ids: &[u32]) -> Result<HiddenStates, ModelError> {
+        let states = self.model.forward_ids(ids)?;
+        Ok(HiddenStates {
+            hidden_size: self.config.hidden_size,
+            token_ids: ids.to_vec(),
+            layers: states_to_vecs(&states)?,
+            visual_rows: Vec::new(),
+            patches: Vec::new(),
+        })
+    }
+
+    /// Tokenizes `text` and returns the hidden states of every layer.
+    pub fn hidden_states_text(&self, text: &str) -> Result<HiddenStates, ModelError> {
+        let ids = self.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            return Err(ModelError::Input("the text gives no tokens".into()));
+        }
+        self.hidden_states_ids(&ids)
+    }
+}

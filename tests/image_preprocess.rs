@@ -96,7 +96,7 @@ fn non_image_bytes_are_refused() {
 }
 
 fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    // Signature + IHDR (8-bit RGB) with a correct CRC, no pixel data.
+    // Signature + IHDR (8-bit RGB) + an empty IDAT, correct CRCs, no pixel data.
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(b"IHDR");
     ihdr.extend_from_slice(&width.to_be_bytes());
@@ -107,6 +107,9 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     out.extend_from_slice(&13u32.to_be_bytes());
     out.extend_from_slice(&ihdr);
     out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(b"IDAT");
+    out.extend_from_slice(&crc32fast::hash(b"IDAT").to_be_bytes());
     out
 }
 

@@ -298,6 +298,17 @@ impl Processor {
         Ok(Self { kind, filter, rescale, normalize })
     }
 
+    /// The fixed `(height, width)` of every output tile, when the config fixes it.
+    pub fn output_size(&self) -> Option<(u32, u32)> {
+        match &self.kind {
+            ProcessorKind::Clip { crop: Some(c), .. } => Some(*c),
+            ProcessorKind::Clip { resize: ResizeTo::Exact(h, w), .. } => Some((*h, *w)),
+            ProcessorKind::Clip { .. } => None,
+            ProcessorKind::Siglip { size } => Some(*size),
+            ProcessorKind::Idefics3 { tile, .. } => Some((*tile, *tile)),
+        }
+    }
+
     /// Runs the processor on one RGB image.
     pub fn preprocess(&self, img: &RgbImage) -> Result<Preprocessed, ImageError> {
         if img.width == 0 || img.height == 0 {

@@ -154,3 +154,69 @@ fn unsupported_processor_configs_are_refused() {
         }
     }
 }
+
+fn f64_tensor(st: &SafeTensors, name: &str) -> Vec<f64> {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("golden tensor {name}: {e}"));
+    assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
+    t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// Real-size settings (LLaVA-1.5 CLIP 336, CLIP 224, SigLIP 384, SmolVLM
+/// 2048/512 with 13 tiles, Idefics3 1456/364) on the full 451x300 photo:
+/// compact goldens (per tile and channel sums, every 397th value).
+#[test]
+fn real_size_processors_match_hf() {
+    let dir = fixtures().join("preprocess");
+    let img = decode(&std::fs::read(dir.join("chelsea_full.png")).unwrap()).unwrap();
+    let cfgs: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("real_size_processors.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("real_size.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    for name in ["clip336", "clip224", "siglip384", "smolvlm", "idefics3"] {
+        let p = Processor::from_hf_json(&cfgs[name]).unwrap();
+        let out = p.preprocess(&img).unwrap();
+        let shape: Vec<usize> = st
+            .tensor(&format!("{name}.shape"))
+            .unwrap()
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
+            .collect();
+        assert_eq!(shape, vec![out.num_tiles(), 3, out.height as usize, out.width as usize], "{name}");
+        let (_, want) = f32_tensor(&st, &format!("{name}.samples"));
+        let ours: Vec<f32> = out.pixel_values.iter().step_by(397).copied().collect();
+        let d = max_abs_diff(&ours, &want);
+        let plane = out.width as usize * out.height as usize;
+        let sums: Vec<f64> =
+            out.pixel_values.chunks_exact(plane).map(|c| c.iter().map(|&v| v as f64).sum()).collect();
+        let want_sums = f64_tensor(&st, &format!("{name}.sums"));
+        let ds = sums.iter().zip(&want_sums).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        eprintln!(
+            "real-size {name}: tiles={} {}x{} max|ours-HF| samples={d:e} plane sums={ds:e}",
+            out.num_tiles(),
+            out.width,
+            out.height
+        );
+        assert!(d <= 1e-6, "{name}: samples differ by {d}");
+        assert!(ds <= 1e-2, "{name}: plane sums differ by {ds}");
+    }
+}
+
+/// JPEG decoding: the `image` crate vs PIL (libjpeg) on the same file.
+/// Decoders may round differently; the difference must stay small.
+#[test]
+fn jpeg_decoding_is_close_to_pil() {
+    let dir = fixtures().join("preprocess");
+    let img = decode(&std::fs::read(dir.join("chelsea.jpg")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("chelsea_jpg_pil_rgb.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("rgb").unwrap();
+    assert_eq!(t.shape(), &[img.height as usize, img.width as usize, 3]);
+    let pil = t.data();
+    let max = img.data.iter().zip(pil).map(|(&a, &b)| (a as i32 - b as i32).abs()).max().unwrap_or(0);
+    let mean = img.data.iter().zip(pil).map(|(&a, &b)| (a as i32 - b as i32).abs() as f64).sum::<f64>()
+        / pil.len() as f64;
+    let exact = img.data.iter().zip(pil).filter(|(a, b)| a == b).count() as f64 / pil.len() as f64;
+    eprintln!("jpeg: max|ours-PIL|={max} (of 255), mean={mean:.4}, identical bytes={:.1}%", exact * 100.0);
+    assert!(max <= 8, "JPEG decoders differ by {max}/255");
+}

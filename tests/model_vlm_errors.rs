@@ -187,3 +187,26 @@ fn missing_files_are_named() {
     let e = load_vlm(&dir("does_not_exist")).unwrap_err();
     assert!(e.to_string().contains("config.json"), "{e}");
 }
+
+/// Degenerate but valid images (1x1, extreme aspect ratios) run through
+/// every family without panicking and keep every rectangle inside the image.
+#[test]
+fn tiny_and_extreme_images_run_without_panics() {
+    for name in ["llava_clip_llama", "llava_siglip_qwen2", "idefics3_llama"] {
+        let vlm = load_vlm(&dir(name)).unwrap();
+        for (w, h) in [(1u32, 1u32), (1, 300), (300, 1), (3, 2)] {
+            let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+            let img = latentlens::image::RgbImage::from_raw(w, h, data).unwrap();
+            let hs = vlm
+                .hidden_states(&img, vlm.default_prompt())
+                .unwrap_or_else(|e| panic!("{name} {w}x{h}: {e}"));
+            assert!(!hs.visual_rows.is_empty());
+            for p in &hs.patches {
+                let [x0, y0, x1, y1] = p.rect;
+                assert!(0.0 <= x0 && x0 <= x1 && x1 <= w as f32, "{name} {w}x{h}: {p:?}");
+                assert!(0.0 <= y0 && y0 <= y1 && y1 <= h as f32, "{name} {w}x{h}: {p:?}");
+            }
+            assert!(hs.layers.iter().all(|l| l.iter().all(|v| v.is_finite())), "{name} {w}x{h}");
+        }
+    }
+}

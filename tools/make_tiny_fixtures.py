@@ -263,5 +263,39 @@ def main():
     print("preprocess:", {k: list(v.shape) for k, v in tensors.items()})
 
 
+    # 5. Real-size processor settings (LLaVA-1.5 CLIP 336, CLIP 224, SigLIP
+    # 384, SmolVLM 2048/512, Idefics3 1456/364) on the full-size chelsea photo:
+    # too big to store whole, so a compact golden: per tile and channel the
+    # f64 sum, and every 397th value of the flat pixel values.
+    full = Image.fromarray(__import__("skimage").data.chelsea()).convert("RGB")
+    full.save(os.path.join(out, "chelsea_full.png"), optimize=True)
+    img = Image.open(os.path.join(out, "chelsea_full.png")).convert("RGB")
+    procs = {
+        "clip336": CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}),
+        "clip224": CLIPImageProcessorPil(),
+        "siglip384": SiglipImageProcessorPil(size={"height": 384, "width": 384}),
+        "smolvlm": Idefics3ImageProcessorPil(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512}),
+        "idefics3": Idefics3ImageProcessorPil(),
+    }
+    tensors, cfgs = {}, {}
+    for k, p in procs.items():
+        pv = p(images=img, return_tensors="pt")["pixel_values"].to(torch.float32)
+        pv = pv.reshape(-1, *pv.shape[-3:]).contiguous()
+        tensors[f"{k}.shape"] = torch.tensor(list(pv.shape), dtype=torch.int64)
+        tensors[f"{k}.sums"] = pv.to(torch.float64).sum(dim=(-1, -2)).reshape(-1).contiguous()
+        tensors[f"{k}.samples"] = pv.reshape(-1)[::397].contiguous()
+        cfgs[k] = p.to_dict()
+        print("real-size", k, list(pv.shape))
+    save_file(tensors, os.path.join(out, "real_size.safetensors"))
+    with open(os.path.join(out, "real_size_processors.json"), "w") as f:
+        json.dump(cfgs, f, indent=1, default=str)
+
+    # 6. JPEG: the same small photo as JPEG, and PIL's decoded RGB (our
+    # decoder is the `image` crate's; JPEG decoders may differ slightly).
+    photo.save(os.path.join(out, "chelsea.jpg"), quality=90)
+    rgb = np.array(Image.open(os.path.join(out, "chelsea.jpg")).convert("RGB"))
+    save_file({"rgb": torch.from_numpy(rgb.copy())}, os.path.join(out, "chelsea_jpg_pil_rgb.safetensors"))
+
+
 if __name__ == "__main__":
     main()

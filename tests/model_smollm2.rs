@@ -164,3 +164,51 @@ fn truncated_or_corrupt_gguf_is_a_clear_error() {
     let e = LoadedTextModel::from_gguf_bytes(b"GGXF\x03\0\0\0", "junk.gguf").unwrap_err();
     assert!(matches!(e, ModelError::Weights { .. }), "{e}");
 }
+
+/// Quantised mode (projections kept as Q4_1 blocks, 8-bit activations,
+/// interleaved RoPE on GGUF-ordered q/k rows): close to transformers, not
+/// equal. Checks the interleaved-RoPE equivalence (a wrong layout drops the
+/// cosine far below this bound) and the next-token argmax on most positions.
+#[test]
+fn quantized_mode_stays_close_to_transformers() {
+    let Some(p) = gguf_path() else { return };
+    let m = LoadedTextModel::load_with(&p, true).unwrap();
+    let bytes = std::fs::read(fixture("hidden_states.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let sentences: Vec<String> = serde_json::from_str(&meta.metadata().clone().unwrap()["sentences"]).unwrap();
+    let d = 576;
+    let mut min_cos = 1f64;
+    let mut mean_cos = (0f64, 0usize);
+    for (i, s) in sentences.iter().enumerate() {
+        let golden: Vec<f32> = st.tensor(&format!("s{i}.states")).unwrap().data().chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+        let hs = m.hidden_states_text(s).unwrap();
+        let t = hs.num_tokens();
+        for l in 0..31 {
+            for tok in 0..t {
+                let off = (l * t + tok) * d;
+                let c = cosine(hs.row(l, tok).unwrap(), &golden[off..off + d]);
+                min_cos = min_cos.min(c);
+                mean_cos = (mean_cos.0 + c, mean_cos.1 + 1);
+            }
+        }
+    }
+    let mean = mean_cos.0 / mean_cos.1 as f64;
+    eprintln!("quantised mode vs transformers (f32): min per-token cosine {min_cos:.6}, mean {mean:.6}");
+    assert!(min_cos >= 0.98 && mean >= 0.995, "min {min_cos}, mean {mean}");
+}
+
+#[test]
+fn tokenizer_edge_cases_match_transformers() {
+    let Some(m) = model() else { return };
+    let lines = std::fs::read_to_string(fixture("tokenizer_edge_cases.jsonl")).unwrap();
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let text = v["text"].as_str().unwrap();
+        let want: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let got = m.tokenizer.encode(text).unwrap();
+        assert_eq!(got, want, "{text:?}");
+        assert_eq!(m.tokenizer.decode(&got, false).unwrap(), text);
+    }
+}

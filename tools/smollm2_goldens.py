@@ -101,6 +101,17 @@ def write(args):
         for s in ts:
             f.write(" ".join(map(str, tok(s)["input_ids"])) + "\n")
     print(f"tokenizer goldens: {len(ts)} sentences")
+    edge = [
+        "<|im_start|>user\nWhat is in this image?<|im_end|>\n<|im_start|>assistant\n",
+        "Prices rose 12.5% in 2023 (from $1,234 to $1,388).",
+        "naïve café – “quoted” — Zürich, São Paulo, Kraków; 東京 and Москва 🙂👍🏽",
+        "  leading and trailing spaces   \n\n\ttabs\r\nCRLF  ",
+        "don't won't it's we'll they've I'm you'd",
+        "snake_case camelCase SCREAMING-KEBAB https://example.org/a?b=c#d",
+    ]
+    with open(os.path.join(out, "tokenizer_edge_cases.jsonl"), "w", encoding="utf-8") as f:
+        for e in edge:
+            f.write(json.dumps({"text": e, "ids": tok(e)["input_ids"]}, ensure_ascii=False) + "\n")
 
     ps = parity_sentences(all_s)
     with open(os.path.join(out, "parity_sentences.txt"), "w", encoding="utf-8") as f:
@@ -180,6 +191,7 @@ def tiny(args):
 
 
 def cos_rows(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
     na = np.linalg.norm(a, axis=-1)
     nb = np.linalg.norm(b, axis=-1)
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-30)
@@ -209,18 +221,22 @@ def compare(args):
             if per_layer_cos is None:
                 per_layer_cos = [1.0] * L
                 per_layer_abs = [0.0] * L
+                per_layer_rel = [0.0] * L
             for l in range(L):
                 a = ours[f"layer.{l}"]
                 c = cos_rows(a, hs[l]).min()
                 e = np.abs(a - hs[l]).max()
                 per_layer_cos[l] = min(per_layer_cos[l], float(c))
                 per_layer_abs[l] = max(per_layer_abs[l], float(e))
+                rel = (np.abs(a - hs[l]).max(-1) / np.maximum(np.abs(hs[l]).max(-1), 1e-30)).max()
+                per_layer_rel[l] = max(per_layer_rel[l], float(rel))
             n_tok += len(ids)
-    print(f"{'layer':>5} {'min cos':>12} {'max |err|':>12}")
+    print(f"{'layer':>5} {'min cos':>12} {'max |err|':>12} {'max |err|/row max':>18}")
     for l in range(len(per_layer_cos)):
-        print(f"{l:>5} {per_layer_cos[l]:>12.8f} {per_layer_abs[l]:>12.3e}")
+        print(f"{l:>5} {per_layer_cos[l]:>12.9f} {per_layer_abs[l]:>12.3e} {per_layer_rel[l]:>18.3e}")
     print(json.dumps({"sentences": len(ps), "ids_identical": ids_ok, "tokens": n_tok,
-                      "min_cosine": min(per_layer_cos), "max_abs_err": max(per_layer_abs)}))
+                      "min_cosine": min(per_layer_cos), "max_abs_err": max(per_layer_abs),
+                      "max_rel_err": max(per_layer_rel)}))
 
 
 def main():

@@ -16,6 +16,7 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 
 use super::config::{TextArch, TextConfig};
+use super::llama::QuantizedWeights;
 use super::weights::Weights;
 use super::ModelError;
 
@@ -249,6 +250,49 @@ pub fn load_weights<R: Read + Seek>(
         tensors.insert(hf, t);
     }
     Ok(Weights { tensors })
+}
+
+/// Reads a llama GGUF file for [`crate::model::TextModel::new_quantized`]:
+/// the decoder-layer projections (`blk.N.{attn_q,attn_k,attn_v,attn_output,
+/// ffn_gate,ffn_up,ffn_down}.weight`) stay quantised under their HF names,
+/// in GGUF row order (no un-permutation: the model uses interleaved RoPE);
+/// everything else (embedding, norms, biases, `lm_head`) is dequantised to f32.
+pub fn load_weights_quantized<R: Read + Seek>(
+    c: &Content,
+    r: &mut R,
+    what: &str,
+    dev: &Device,
+) -> Result<(Weights, QuantizedWeights), ModelError> {
+    let mut tensors = HashMap::new();
+    let mut quant = HashMap::new();
+    let mut names: Vec<&String> = c.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let info = &c.tensor_infos[name];
+        if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
+            return Err(ModelError::Unsupported(format!(
+                "{what}: tensor `{name}` is quantised as {:?}; supported: {SUPPORTED_TYPES:?}",
+                info.ggml_dtype
+            )));
+        }
+        let hf = hf_name(name)
+            .ok_or_else(|| ModelError::Unsupported(format!("{what}: unexpected tensor `{name}`")))?;
+        let q = c.tensor(r, name, dev).map_err(|e| ModelError::Weights {
+            path: what.into(),
+            msg: format!("tensor `{name}`: {e} (truncated or corrupt file? re-download it)"),
+        })?;
+        let is_proj = name.starts_with("blk.")
+            && name.ends_with(".weight")
+            && ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+                .iter()
+                .any(|p| name.contains(&format!(".{p}.")));
+        if is_proj {
+            quant.insert(hf, q);
+        } else {
+            tensors.insert(hf, q.dequantize(dev)?);
+        }
+    }
+    Ok((Weights { tensors }, quant))
 }
 
 #[cfg(test)]

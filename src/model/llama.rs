@@ -17,9 +17,14 @@
 //!
 //! Speed: q/k/v and gate/up projections are fused into one matmul each at
 //! load time; attention runs per key/value head on the `[G·T, hd]` block of
-//! its query group, so keys and values are never repeated.
+//! its query group, so keys and values are never repeated. Optionally the
+//! projections stay in their GGUF block format ([`TextModel::new_quantized`]).
 
-use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 pub use super::config::{TextArch, TextConfig};
@@ -39,11 +44,23 @@ pub(crate) fn get_checked(vb: &VarBuilder, shape: &[usize], name: &str) -> Resul
     Ok(t)
 }
 
+/// Quantised (GGUF block format) weights by HF name, for
+/// [`TextModel::new_quantized`]. Rows of q/k in llama.cpp's permuted order.
+pub type QuantizedWeights = HashMap<String, QTensor>;
+
+/// A weight matrix `[out, in]`: dense f32, or kept in its GGUF block format.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// `[out, in]` f32.
+    Dense(Tensor),
+    /// `[out, in]` quantised; matmul via candle's `QMatMul`.
+    Quant(QMatMul),
+}
+
 /// A linear layer `y = x Wᵀ (+ b)` with `W: [out, in]`.
 #[derive(Debug, Clone)]
 struct Linear {
-    /// `[out, in]`
-    w: Tensor,
+    w: Weight,
     /// `[out]`
     b: Option<Tensor>,
 }
@@ -51,24 +68,87 @@ struct Linear {
 impl Linear {
     /// `x: [T, in]` → `[T, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        let y = x.matmul(&self.w.t()?)?;
+        let y = match &self.w {
+            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Quant(q) => q.forward(x)?,
+        };
         Ok(match &self.b {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
     }
+
+    fn out_dim(&self) -> Result<usize, ModelError> {
+        Ok(match &self.w {
+            Weight::Dense(w) => w.dim(0)?,
+            Weight::Quant(QMatMul::QTensor(q)) => q.shape().dims2()?.0,
+            Weight::Quant(QMatMul::Tensor(w)) | Weight::Quant(QMatMul::TensorF16(w)) => w.dim(0)?,
+        })
+    }
 }
 
-fn load_linear(vb: &VarBuilder, out_dim: usize, in_dim: usize, bias: bool) -> Result<Linear, ModelError> {
-    let w = get_checked(vb, &[out_dim, in_dim], "weight")?;
+fn load_linear(
+    vb: &VarBuilder,
+    q: Option<&QuantizedWeights>,
+    out_dim: usize,
+    in_dim: usize,
+    bias: bool,
+) -> Result<Linear, ModelError> {
+    let full = format!("{}.weight", vb.prefix());
+    let w = match q.and_then(|q| q.get(&full)) {
+        Some(qt) => {
+            let dims = qt.shape().dims().to_vec();
+            if dims != [out_dim, in_dim] {
+                return Err(ModelError::Shape { name: full, expected: vec![out_dim, in_dim], got: dims });
+            }
+            let raw = qt.data()?;
+            let copy = qtensor_from_ggml(qt.dtype(), &raw, dims, &qt.device())?;
+            Weight::Quant(QMatMul::from_qtensor(copy)?)
+        }
+        None => Weight::Dense(get_checked(vb, &[out_dim, in_dim], "weight")?),
+    };
     let b = if bias { Some(get_checked(vb, &[out_dim], "bias")?) } else { None };
     Ok(Linear { w, b })
 }
 
-/// Concatenates linears along the output dimension (one matmul instead of several).
+/// Concatenates linears along the output dimension (one matmul instead of
+/// several). Quantised parts of one block format are concatenated row-wise
+/// in their raw bytes (rows are independent blocks); mixed parts are
+/// dequantised.
 fn fuse(parts: &[Linear]) -> Result<Linear, ModelError> {
-    let ws: Vec<&Tensor> = parts.iter().map(|l| &l.w).collect();
-    let w = Tensor::cat(&ws, 0)?.contiguous()?;
+    let qparts: Vec<&QTensor> = parts
+        .iter()
+        .filter_map(|l| match &l.w {
+            Weight::Quant(QMatMul::QTensor(q)) => Some(q.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let w = if qparts.len() == parts.len() && qparts.iter().all(|q| q.dtype() == qparts[0].dtype()) {
+        let dtype = qparts[0].dtype();
+        let in_dim = qparts[0].shape().dims2()?.1;
+        let mut raw = Vec::new();
+        let mut rows = 0;
+        for q in &qparts {
+            let (r, c) = q.shape().dims2()?;
+            if c != in_dim {
+                return Err(ModelError::Input("fused projections with different input widths".into()));
+            }
+            rows += r;
+            raw.extend_from_slice(&q.data()?);
+        }
+        Weight::Quant(QMatMul::from_qtensor(qtensor_from_ggml(dtype, &raw, vec![rows, in_dim], &Device::Cpu)?)?)
+    } else {
+        let mut ws = Vec::with_capacity(parts.len());
+        for l in parts {
+            ws.push(match &l.w {
+                Weight::Dense(w) => w.clone(),
+                Weight::Quant(QMatMul::QTensor(q)) => q.dequantize(&Device::Cpu)?,
+                Weight::Quant(QMatMul::Tensor(w)) => w.clone(),
+                Weight::Quant(QMatMul::TensorF16(w)) => w.to_dtype(DType::F32)?,
+            });
+        }
+        Weight::Dense(Tensor::cat(&ws, 0)?.contiguous()?)
+    };
     let b = if parts.iter().all(|l| l.b.is_some()) {
         let bs: Vec<&Tensor> = parts.iter().filter_map(|l| l.b.as_ref()).collect();
         Some(Tensor::cat(&bs, 0)?)
@@ -78,7 +158,7 @@ fn fuse(parts: &[Linear]) -> Result<Linear, ModelError> {
         for l in parts {
             bs.push(match &l.b {
                 Some(b) => b.clone(),
-                None => Tensor::zeros(l.w.dim(0)?, DType::F32, l.w.device())?,
+                None => Tensor::zeros(l.out_dim()?, DType::F32, &Device::Cpu)?,
             });
         }
         Some(Tensor::cat(&bs, 0)?)
@@ -105,18 +185,18 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
+    fn new(cfg: &TextConfig, vb: VarBuilder, qw: Option<&QuantizedWeights>) -> Result<Self, ModelError> {
         let d = cfg.hidden_size;
         let (h, kv, hd, i) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
         let att = vb.pp("self_attn");
-        let q = load_linear(&att.pp("q_proj"), h * hd, d, cfg.qkv_bias)?;
-        let k = load_linear(&att.pp("k_proj"), kv * hd, d, cfg.qkv_bias)?;
-        let v = load_linear(&att.pp("v_proj"), kv * hd, d, cfg.qkv_bias)?;
-        let o_proj = load_linear(&att.pp("o_proj"), d, h * hd, cfg.o_bias)?;
+        let q = load_linear(&att.pp("q_proj"), qw, h * hd, d, cfg.qkv_bias)?;
+        let k = load_linear(&att.pp("k_proj"), qw, kv * hd, d, cfg.qkv_bias)?;
+        let v = load_linear(&att.pp("v_proj"), qw, kv * hd, d, cfg.qkv_bias)?;
+        let o_proj = load_linear(&att.pp("o_proj"), qw, d, h * hd, cfg.o_bias)?;
         let mlp = vb.pp("mlp");
-        let gate = load_linear(&mlp.pp("gate_proj"), i, d, cfg.mlp_bias)?;
-        let up = load_linear(&mlp.pp("up_proj"), i, d, cfg.mlp_bias)?;
-        let down_proj = load_linear(&mlp.pp("down_proj"), d, i, cfg.mlp_bias)?;
+        let gate = load_linear(&mlp.pp("gate_proj"), qw, i, d, cfg.mlp_bias)?;
+        let up = load_linear(&mlp.pp("up_proj"), qw, i, d, cfg.mlp_bias)?;
+        let down_proj = load_linear(&mlp.pp("down_proj"), qw, d, i, cfg.mlp_bias)?;
         Ok(Self {
             input_layernorm: get_checked(&vb.pp("input_layernorm"), &[d], "weight")?,
             post_attention_layernorm: get_checked(&vb.pp("post_attention_layernorm"), &[d], "weight")?,
@@ -128,7 +208,15 @@ impl DecoderLayer {
     }
 
     /// `x: [T, d]` → `[T, d]`; `cos`, `sin`: `[T, hd/2]`; `mask`: `[T, T]` (0 / -inf).
-    fn forward(&self, cfg: &TextConfig, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> Result<Tensor, ModelError> {
+    fn forward(
+        &self,
+        cfg: &TextConfig,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        rope_interleaved: bool,
+    ) -> Result<Tensor, ModelError> {
         let (t, _d) = x.dims2()?;
         let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let g = h / kv;
@@ -139,7 +227,14 @@ impl DecoderLayer {
         let qkv = self.qkv.forward(&xn)?; // [T, (H+2KV)·hd]
         let qkv = qkv.reshape((t, h + 2 * kv, hd))?.transpose(0, 1)?.contiguous()?; // [H+2KV, T, hd]
         let qk = qkv.narrow(0, 0, h + kv)?.unsqueeze(0)?; // [1, H+KV, T, hd]
-        let qk = candle_nn::rotary_emb::rope(&qk, cos, sin)?.squeeze(0)?; // [H+KV, T, hd]
+        // GGUF-ordered q/k rows (quantised mode) pair dims (2i, 2i+1): the
+        // interleaved RoPE on them gives the same q·k as rotate_half on HF rows.
+        let qk = if rope_interleaved {
+            candle_nn::rotary_emb::rope_i(&qk, cos, sin)?
+        } else {
+            candle_nn::rotary_emb::rope(&qk, cos, sin)?
+        }
+        .squeeze(0)?; // [H+KV, T, hd]
         let scale = 1.0 / (hd as f64).sqrt();
         let q = (qk.narrow(0, 0, h)? * scale)?; // [H, T, hd]
         let k = qk.narrow(0, h, kv)?; // [KV, T, hd]
@@ -175,6 +270,8 @@ pub struct TextModel {
     norm: Tensor,
     /// `[vocab, d]`; the embedding matrix when tied, `None` until set otherwise.
     lm_head: Option<Tensor>,
+    /// q/k rows in llama.cpp order (quantised mode): interleaved RoPE.
+    rope_interleaved: bool,
 }
 
 impl TextModel {
@@ -183,23 +280,53 @@ impl TextModel {
     /// unembedding is the embedding matrix; otherwise call
     /// [`TextModel::new_causal_lm`] or [`TextModel::with_lm_head`].
     pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
+        Self::build(cfg, vb, None)
+    }
+
+    /// As [`TextModel::new`], but the decoder-layer projections are taken
+    /// from `qw` (full HF names, e.g. `model.layers.0.self_attn.q_proj.weight`)
+    /// and kept in their GGUF block format (smaller, matmuls on quantised
+    /// blocks with 8-bit activations: results differ slightly from the f32
+    /// path). `qw` holds q/k rows in llama.cpp's permuted order, as stored in
+    /// GGUF; RoPE is applied interleaved accordingly. Norms, biases and the
+    /// embedding come from `vb` (f32).
+    pub fn new_quantized(cfg: &TextConfig, vb: VarBuilder, qw: &QuantizedWeights) -> Result<Self, ModelError> {
+        let mut m = Self::build(cfg, vb, Some(qw))?;
+        m.rope_interleaved = true;
+        Ok(m)
+    }
+
+    fn build(cfg: &TextConfig, vb: VarBuilder, qw: Option<&QuantizedWeights>) -> Result<Self, ModelError> {
         cfg.validate()?;
         let d = cfg.hidden_size;
         let embed_tokens = get_checked(&vb.pp("embed_tokens"), &[cfg.vocab_size, d], "weight")?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         let vl = vb.pp("layers");
         for i in 0..cfg.num_hidden_layers {
-            layers.push(DecoderLayer::new(cfg, vl.pp(i))?);
+            layers.push(DecoderLayer::new(cfg, vl.pp(i), qw)?);
         }
         let norm = get_checked(&vb.pp("norm"), &[d], "weight")?;
         let lm_head = if cfg.tie_word_embeddings { Some(embed_tokens.clone()) } else { None };
-        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head })
+        Ok(Self { cfg: cfg.clone(), embed_tokens, layers, norm, lm_head, rope_interleaved: false })
     }
 
     /// Builds a causal LM from the root of its checkpoint: the decoder under
     /// `model.`, and `lm_head.weight` unless the embeddings are tied.
     pub fn new_causal_lm(cfg: &TextConfig, vb: VarBuilder) -> Result<Self, ModelError> {
-        let m = Self::new(cfg, vb.pp("model"))?;
+        Self::causal_lm(cfg, vb, None)
+    }
+
+    /// [`TextModel::new_causal_lm`] with quantised projections (see
+    /// [`TextModel::new_quantized`]).
+    pub fn new_causal_lm_quantized(cfg: &TextConfig, vb: VarBuilder, qw: &QuantizedWeights) -> Result<Self, ModelError> {
+        Self::causal_lm(cfg, vb, Some(qw))
+    }
+
+    fn causal_lm(cfg: &TextConfig, vb: VarBuilder, qw: Option<&QuantizedWeights>) -> Result<Self, ModelError> {
+        let m = match qw {
+            Some(q) => Self::new_quantized(cfg, vb.pp("model"), q)?,
+            None => Self::new(cfg, vb.pp("model"))?,
+        };
         if cfg.tie_word_embeddings {
             return Ok(m);
         }
@@ -254,6 +381,12 @@ impl TextModel {
         if t == 0 {
             return Err(ModelError::Input("empty sequence: at least one token is needed".into()));
         }
+        if t > self.cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "{t} tokens: this model handles at most {} (max_position_embeddings); shorten the input",
+                self.cfg.max_position_embeddings
+            )));
+        }
         let x = embeds.to_dtype(DType::F32)?.contiguous()?;
         let (cos, sin) = self.rope_tables(t)?;
         let mask = causal_mask(t, self.device())?;
@@ -261,7 +394,7 @@ impl TextModel {
         states.push(x.clone());
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask)?;
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask, self.rope_interleaved)?;
             states.push(x.clone());
         }
         // HF replaces the last layer's raw output with the normed one.

@@ -31,7 +31,18 @@ impl LoadedTextModel {
     /// Loads from `path`: a `.gguf` file, or a directory with `config.json`,
     /// `model.safetensors` (or a sharded index) and `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::load_with(path, false)
+    }
+
+    /// As [`LoadedTextModel::load`]; `quantized` keeps GGUF projections
+    /// quantised (refused for safetensors directories).
+    pub fn load_with(path: &Path, quantized: bool) -> Result<Self, ModelError> {
         if path.is_dir() {
+            if quantized {
+                return Err(ModelError::Unsupported(
+                    "quantised mode needs a GGUF file; safetensors directories load as f32".into(),
+                ));
+            }
             return Self::load_hf_dir(path);
         }
         if !path.is_file() {
@@ -47,18 +58,31 @@ impl LoadedTextModel {
                 msg: "not a GGUF file (no GGUF magic); pass a .gguf file or an HF model directory".into(),
             });
         }
-        Self::from_gguf_bytes(&bytes, &path.display().to_string())
+        Self::from_gguf_bytes_with(&bytes, &path.display().to_string(), quantized)
     }
 
-    /// Loads a llama GGUF file held in memory (`what` names it in errors).
+    /// Loads a llama GGUF file held in memory (`what` names it in errors),
+    /// dequantised to f32 (the reference path).
     pub fn from_gguf_bytes(bytes: &[u8], what: &str) -> Result<Self, ModelError> {
+        Self::from_gguf_bytes_with(bytes, what, false)
+    }
+
+    /// As [`LoadedTextModel::from_gguf_bytes`]; with `quantized` the layer
+    /// projections stay in their GGUF block format
+    /// ([`TextModel::new_quantized`]: smaller, slightly different numbers).
+    pub fn from_gguf_bytes_with(bytes: &[u8], what: &str, quantized: bool) -> Result<Self, ModelError> {
         let dev = Device::Cpu;
         let mut r = Cursor::new(bytes);
         let content = gguf::read_content(&mut r, what)?;
         let config = gguf::text_config(&content)?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
-        let w = gguf::load_weights(&content, &mut r, &config, what, &dev)?;
-        let model = TextModel::new_causal_lm(&config, w.var_builder(&dev))?;
+        let model = if quantized {
+            let (w, q) = gguf::load_weights_quantized(&content, &mut r, what, &dev)?;
+            TextModel::new_causal_lm_quantized(&config, w.var_builder(&dev), &q)?
+        } else {
+            let w = gguf::load_weights(&content, &mut r, &config, what, &dev)?;
+            TextModel::new_causal_lm(&config, w.var_builder(&dev))?
+        };
         Ok(Self { config, model, tokenizer, source: what.to_string() })
     }
 

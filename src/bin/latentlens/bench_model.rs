@@ -34,6 +34,9 @@ pub struct Args {
     /// Python with torch + transformers (default: $LATENTLENS_PYTHON, else .venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Also time our quantised mode (GGUF blocks kept, candle QMatMul).
+    #[arg(long)]
+    quantized: bool,
     /// Skip the PyTorch side.
     #[arg(long)]
     no_torch: bool,
@@ -128,6 +131,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let ours_peak = peak_rss_mb();
 
+    // --- ours, quantised mode (optional; own process memory is not separated) ---
+    let mut quant: Vec<Option<(f64, Vec<Vec<f32>>)>> = vec![None; inputs.len()];
+    if args.quantized {
+        let mq = LoadedTextModel::load_with(&path, true)?;
+        for (i, (_, ids)) in inputs.iter().enumerate() {
+            mq.model.forward_ids(ids)?;
+            let mut times = Vec::new();
+            let mut states = Vec::new();
+            for _ in 0..args.reps {
+                let t = Instant::now();
+                states = mq.model.forward_ids(ids)?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            quant[i] = Some((median(times), latentlens::model::llama::states_to_vecs(&states)?));
+        }
+    }
+
     // --- torch ---
     let mut torch: Vec<Option<(f64, Vec<f32>)>> = vec![None; inputs.len()];
     let mut torch_info = serde_json::Value::Null;
@@ -170,18 +190,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    println!("{:>7} {:>11} {:>11} {:>14} {:>12}", "tokens", "ours ms", "torch ms", "torch/ours", "min cosine");
+    println!(
+        "{:>7} {:>11} {:>11} {:>11} {:>11} {:>13} {:>11}",
+        "tokens", "ours ms", "torch ms", "torch/ours", "min cosine", "ours-q ms", "q min cos"
+    );
     let d = m.config.hidden_size;
     let mut rows = Vec::new();
-    for ((n, ours_ms, vecs), th) in ours.iter().zip(&torch) {
-        let (torch_ms, ratio, cosv) = match th {
-            Some((ms, vals)) => (Some(*ms), Some(ms / ours_ms), Some(min_cosine(vecs, vals, *n, d))),
-            None => (None, None, None),
+    for (((n, ours_ms, vecs), th), q) in ours.iter().zip(&torch).zip(&quant) {
+        let (torch_ms, ratio, cosv, qcos) = match th {
+            Some((ms, vals)) => (
+                Some(*ms),
+                Some(ms / ours_ms),
+                Some(min_cosine(vecs, vals, *n, d)),
+                q.as_ref().map(|(_, qv)| min_cosine(qv, vals, *n, d)),
+            ),
+            None => (None, None, None, None),
         };
+        let q_ms = q.as_ref().map(|(ms, _)| *ms);
         let f = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
-        println!("{:>7} {:>11.1} {:>11} {:>14} {:>12}", n, ours_ms, f(torch_ms, 1), f(ratio, 3), f(cosv, 7));
+        println!(
+            "{:>7} {:>11.1} {:>11} {:>11} {:>11} {:>13} {:>11}",
+            n,
+            ours_ms,
+            f(torch_ms, 1),
+            f(ratio, 3),
+            f(cosv, 7),
+            f(q_ms, 1),
+            f(qcos, 5)
+        );
         rows.push(serde_json::json!({"tokens": n, "ours_ms": ours_ms, "torch_ms": torch_ms,
-                                     "torch_over_ours": ratio, "min_cosine": cosv}));
+                                     "torch_over_ours": ratio, "min_cosine": cosv,
+                                     "ours_quantized_ms": q_ms, "quantized_min_cosine": qcos}));
     }
     if let Some(p) = ours_peak {
         println!("ours peak memory (VmHWM): {p:.0} MB; torch peak RSS: {} MB", torch_info["peak_rss_mb"].as_f64().map(|v| format!("{v:.0}")).unwrap_or("-".into()));

@@ -32,6 +32,9 @@ pub struct Args {
     /// Layers to write: `all`, or a list like `0,5,10-12`.
     #[arg(long, default_value = "all")]
     layers: String,
+    /// Keep GGUF projections quantised (smaller; close to, not equal to, the f32 reference).
+    #[arg(long)]
+    quantized: bool,
     /// Output file (.safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -77,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => bail!("give the input as --text TEXT or --text-file FILE"),
     };
     let t0 = std::time::Instant::now();
-    let m = LoadedTextModel::load(&args.model)?;
+    let m = LoadedTextModel::load_with(&args.model, args.quantized)?;
     let load_s = t0.elapsed().as_secs_f64();
     let n_states = m.config.num_hidden_layers + 1;
     let layers = parse_layers(&args.layers, n_states)?;
@@ -104,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     meta.insert("model".to_string(), m.source.clone());
     meta.insert("fingerprint".to_string(), m.fingerprint()?);
     meta.insert("hidden_size".to_string(), d.to_string());
+    meta.insert("weights".to_string(), if args.quantized { "quantized" } else { "f32" }.to_string());
     meta.insert("num_states".to_string(), n_states.to_string());
     meta.insert("layers".to_string(), serde_json::to_string(&layers)?);
     meta.insert("tokens".to_string(), serde_json::to_string(&tokens)?);

@@ -174,3 +174,63 @@ fn idefics3_llama_end_to_end_from_photo() {
     let hs = parity_end_to_end("idefics3_llama");
     assert_eq!(hs.visual_rows.len(), 112);
 }
+
+#[test]
+fn smolvlm_llama_matches_transformers() {
+    let (vlm, hs) = parity_from_hf_inputs("smolvlm_llama");
+    // Tall 64x96 photo: 3 rows x 2 cols + global, 16 tokens each.
+    check_visual_rows(&hs, vlm.image_token_id(), 7 * 16);
+    // Tile 4 = row 2, col 0: original [0, 64, 32, 96); token (0, 1) spans
+    // 8 tile pixels = 8 original pixels.
+    let p = hs.patches[4 * 16 + 1];
+    assert_eq!((p.tile, p.row, p.col), (4, 0, 1));
+    assert_eq!(p.rect, [8.0, 64.0, 16.0, 72.0]);
+}
+
+#[test]
+fn smolvlm_llama_end_to_end_from_photo() {
+    parity_end_to_end("smolvlm_llama");
+}
+
+/// Older / other checkpoint layouts load to the same model: LLaVA as
+/// llava-hf hub (`vision_tower.vision_model.*`, `lm_head`) and as
+/// `model.{vision_tower, multi_modal_projector, language_model}`;
+/// Idefics3 without the `model.` prefix.
+#[test]
+fn alternative_weight_layouts_give_the_same_states() {
+    use latentlens::model::tokenizer::Tokenizer;
+    use latentlens::model::weights::load_safetensors_dir;
+    let dev = candle_core::Device::Cpu;
+    type Rename = fn(&str) -> String;
+    let cases: [(&str, Rename); 3] = [
+        ("llava_clip_llama", |k| {
+            k.replacen("vision_tower.", "vision_tower.vision_model.", 1)
+                .replacen("language_model.lm_head", "lm_head", 1)
+        }),
+        ("llava_siglip_qwen2", |k| {
+            k.replacen("vision_tower.", "model.vision_tower.vision_model.", 1)
+                .replacen("multi_modal_projector.", "model.multi_modal_projector.", 1)
+                .replacen("language_model.model.", "model.language_model.", 1)
+        }),
+        ("idefics3_llama", |k| k.strip_prefix("model.").unwrap_or(k).to_string()),
+    ];
+    for (name, rename) in cases {
+        let w = load_safetensors_dir(&dir(name), &dev).unwrap();
+        let mut renamed = latentlens::model::weights::Weights::default();
+        for (k, v) in &w.tensors {
+            renamed.tensors.insert(rename(k), v.clone());
+        }
+        assert_eq!(renamed.tensors.len(), w.tensors.len(), "{name}: renaming collided");
+        assert!(renamed.tensors.keys().any(|k| !w.tensors.contains_key(k)), "{name}: nothing renamed");
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir(name).join("config.json")).unwrap()).unwrap();
+        let p: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir(name).join("processor_config.json")).unwrap()).unwrap();
+        let tok = Tokenizer::from_file(&dir(name).join("tokenizer.json")).unwrap();
+        let vlm = Vlm::from_parts(&cfg, renamed.var_builder(&dev), &p, tok, name).unwrap();
+        let g = golden(name);
+        let bytes = std::fs::read(dir(name).join("image.png")).unwrap();
+        let hs = vlm.hidden_states_from_bytes(&bytes, &g.prompt).unwrap();
+        let d = compare_layers(name, &hs, &g);
+        eprintln!("{name}: renamed layout max|ours-HF|={d:e}");
+    }
+}

@@ -26,6 +26,10 @@ Models:
   idefics3_llama       Idefics3ForConditionalGeneration, SigLIP-style vision,
                        pixel shuffle (scale 2) + linear, Llama text, image
                        splitting on (2 x 3 tiles + global image)
+  smolvlm_llama        SmolVLMForConditionalGeneration (the SmolVLM-256M
+                       architecture), tall photo: 3 x 2 tiles + global; the
+                       prompt is laid out by Idefics3Processor (SmolVLMProcessor
+                       writes the same layout but needs num2words/torchvision)
 
 Usage: .venv/bin/python tools/make_tiny_fixtures.py [out_dir]
 (default out_dir: tests/fixtures/tiny). Deterministic for a given torch /
@@ -56,6 +60,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     SiglipImageProcessorPil,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
     SiglipVisionConfig,
 )
 
@@ -235,6 +241,26 @@ def main():
     proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=image_seq_len)
     save_fixture("idefics3_llama", model, proc, small_photo("coffee", (120, 80)),
                  "User:<image>Describe the image.<end_of_utterance>\nAssistant:",
+                 {"family": "idefics3", "image_seq_len": image_seq_len})
+
+    # 3b. SmolVLM (same layout as Idefics3), tall image, smaller text model.
+    torch.manual_seed(4)
+    text = llama_text(vocab).to_dict()
+    text.update(num_hidden_layers=2, intermediate_size=96)
+    cfg = SmolVLMConfig(
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "image_size": 32, "patch_size": 4, "layer_norm_eps": 1e-6,
+            "hidden_act": "gelu_pytorch_tanh",
+        },
+        text_config=text, scale_factor=2, image_token_id=image_id,
+    )
+    model = SmolVLMForConditionalGeneration(cfg).eval().to(torch.float32)
+    ip = Idefics3ImageProcessorPil(size={"longest_edge": 96}, max_image_size={"longest_edge": 32},
+                                   do_image_splitting=True)
+    proc = Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=image_seq_len)
+    save_fixture("smolvlm_llama", model, proc, small_photo("rocket", (64, 96)),
+                 "User:<image>What is this?<end_of_utterance>\nAssistant:",
                  {"family": "idefics3", "image_seq_len": image_seq_len})
 
     # 4. Preprocessing-only goldens on a larger photo (no model): our image

@@ -8,13 +8,19 @@
 //! [`fingerprint`] and [`text`] (one-call loading of a text model from a path
 //! or bytes).
 
+pub mod clip;
 pub mod config;
+pub mod connector;
 pub mod fingerprint;
 pub mod gguf;
 pub mod hidden;
+pub mod idefics3;
 pub mod llama;
+pub mod llava;
+pub mod siglip;
 pub mod text;
 pub mod tokenizer;
+pub mod vlm;
 pub mod weights;
 
 pub use config::TextConfig;

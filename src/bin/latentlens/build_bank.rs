@@ -103,9 +103,23 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_model(path: &Path) -> anyhow::Result<LoadedTextModel> {
+/// Loads a text model, or the text model (LLM + tokenizer) of a VLM directory:
+/// a bank is built from the VLM's own LLM.
+pub(crate) fn load_model(path: &Path) -> anyhow::Result<LoadedTextModel> {
     let t = Instant::now();
-    let m = LoadedTextModel::load(path).with_context(|| format!("loading the model {}", path.display()))?;
+    let cfg: Option<serde_json::Value> = path
+        .is_dir()
+        .then(|| std::fs::read(path.join("config.json")).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let m = match cfg.as_ref().and_then(latentlens::model::vlm::vlm_family) {
+        Some(_) => {
+            let vlm = latentlens::model::vlm::load_vlm(path).with_context(|| format!("loading the VLM {}", path.display()))?;
+            let model = vlm.text_model().clone();
+            LoadedTextModel { config: model.config().clone(), model, tokenizer: vlm.tokenizer.clone(), source: vlm.source.clone() }
+        }
+        None => LoadedTextModel::load(path).with_context(|| format!("loading the model {}", path.display()))?,
+    };
     eprintln!("model {} ({} layers, d={}) loaded in {:.1}s", path.display(), m.config.num_hidden_layers, m.config.hidden_size, t.elapsed().as_secs_f64());
     Ok(m)
 }

@@ -8,7 +8,7 @@
 //
 // vectors: [n_rows, d] f32 (this chunk)
 // queries: [nq, d] f32
-// out:     [nq, lists_per_query, k] Candidate (see pq_scan.wgsl)
+// out:     [nq, lists_per_query, k] Candidate (see pq_scan.wgsl); steps of STEP rows as there
 
 struct ExactParams {
     n_rows: u32,
@@ -16,13 +16,13 @@ struct ExactParams {
     k: u32,
     row_base: u32,
     rows_per_wg: u32,
-    iters: u32,
     lists_per_query: u32,
     list_base: u32,
     tag: u32,
     normalize_rows: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: ExactParams;
@@ -34,21 +34,16 @@ struct ExactParams {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let q = wid.y;
     let k = params.k;
-    let fresh = SORT_N - k;
     let d = params.d;
     let qbase = q * d;
     let first = wid.x * params.rows_per_wg;
+    let end = min(first + params.rows_per_wg, params.n_rows);
 
-    slots_clear(lid);
-    for (var it = 0u; it < params.iters; it++) {
-        let start = first + it * fresh;
-        if (start >= params.n_rows) {
-            break;
-        }
-        workgroupBarrier();
-        for (var s = lid; s < fresh; s += WG) {
-            let r = start + s;
-            if (r < params.n_rows) {
+    topk_init(lid);
+    for (var base = first; base < end; base += STEP) {
+        for (var t = 0u; t < STEP_PER_INVOCATION; t++) {
+            let r = base + t * WG + lid;
+            if (r < end) {
                 let vbase = r * d;
                 var qv = 0.0;
                 var vv = 0.0;
@@ -61,14 +56,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (params.normalize_rows != 0u) {
                     score = qv / sqrt(vv);
                 }
-                slot_put(k + s, sanitize(score), params.row_base + r, params.tag);
-            } else {
-                slot_put(k + s, neg_inf(), EMPTY, EMPTY);
+                topk_offer(k, score, params.row_base + r, params.tag);
             }
         }
-        slots_sort(lid);
+        topk_flush_if_full(lid, k);
     }
-    workgroupBarrier();
+    topk_flush(lid, k);
     let out_base = (q * params.lists_per_query + params.list_base + wid.x) * k;
     for (var i = lid; i < k; i += WG) {
         out[out_base + i] = Candidate(sk_score[i], sk_row[i], sk_tag[i]);

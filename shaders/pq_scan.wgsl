@@ -9,7 +9,7 @@
 //        [list_base, list_base + ceil(n_rows / rows_per_wg)) of every query
 //
 // Workgroup (x = row block, y = query) scans rows [x * rows_per_wg, (x + 1) * rows_per_wg) of the
-// chunk in `iters` rounds of SORT_N - k rows, keeping its best k in the sort buffer.
+// chunk in steps of STEP rows, offering each score to the workgroup top-k (topk_common.wgsl).
 
 struct ScanParams {
     n_rows: u32,
@@ -17,13 +17,9 @@ struct ScanParams {
     k: u32,
     row_base: u32,
     rows_per_wg: u32,
-    iters: u32,
     lists_per_query: u32,
     list_base: u32,
     tag: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: ScanParams;
@@ -35,21 +31,16 @@ struct ScanParams {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let q = wid.y;
     let k = params.k;
-    let fresh = SORT_N - k;
     let words = params.words;
     let lut_base = q * words * 1024u;
     let first = wid.x * params.rows_per_wg;
+    let end = min(first + params.rows_per_wg, params.n_rows);
 
-    slots_clear(lid);
-    for (var it = 0u; it < params.iters; it++) {
-        let start = first + it * fresh;
-        if (start >= params.n_rows) {
-            break;
-        }
-        workgroupBarrier();
-        for (var s = lid; s < fresh; s += WG) {
-            let r = start + s;
-            if (r < params.n_rows) {
+    topk_init(lid);
+    for (var base = first; base < end; base += STEP) {
+        for (var t = 0u; t < STEP_PER_INVOCATION; t++) {
+            let r = base + t * WG + lid;
+            if (r < end) {
                 var acc = 0.0;
                 let cbase = r * words;
                 for (var w = 0u; w < words; w++) {
@@ -60,14 +51,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                     acc += lut[jb + 512u + ((word >> 16u) & 0xffu)];
                     acc += lut[jb + 768u + (word >> 24u)];
                 }
-                slot_put(k + s, sanitize(acc), params.row_base + r, params.tag);
-            } else {
-                slot_put(k + s, neg_inf(), EMPTY, EMPTY);
+                topk_offer(k, acc, params.row_base + r, params.tag);
             }
         }
-        slots_sort(lid);
+        topk_flush_if_full(lid, k);
     }
-    workgroupBarrier();
+    topk_flush(lid, k);
     let out_base = (q * params.lists_per_query + params.list_base + wid.x) * k;
     for (var i = lid; i < k; i += WG) {
         out[out_base + i] = Candidate(sk_score[i], sk_row[i], sk_tag[i]);

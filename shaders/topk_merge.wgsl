@@ -6,7 +6,7 @@
 // cands: [nq, per_query] Candidate
 // out:   [nq, k] Candidate, best first; empty slots are (-inf, 0xffffffff, 0xffffffff)
 //
-// One workgroup per query (x), rounds of SORT_N - k candidates.
+// One workgroup per query (x), steps of STEP candidates (topk_common.wgsl).
 
 struct MergeParams {
     nq: u32,
@@ -26,25 +26,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let k = params.k;
-    let fresh = SORT_N - k;
     let base = q * params.per_query;
-    let rounds = (params.per_query + fresh - 1u) / fresh;
 
-    slots_clear(lid);
-    for (var it = 0u; it < rounds; it++) {
-        let start = it * fresh;
-        workgroupBarrier();
-        for (var s = lid; s < fresh; s += WG) {
-            let i = start + s;
+    topk_init(lid);
+    for (var start = 0u; start < params.per_query; start += STEP) {
+        for (var t = 0u; t < STEP_PER_INVOCATION; t++) {
+            let i = start + t * WG + lid;
             if (i < params.per_query) {
                 let c = cands[base + i];
-                slot_put(k + s, sanitize(c.score), c.row, c.tag);
-            } else {
-                slot_put(k + s, neg_inf(), EMPTY, EMPTY);
+                topk_offer(k, c.score, c.row, c.tag);
             }
         }
-        slots_sort(lid);
+        topk_flush_if_full(lid, k);
     }
+    topk_flush(lid, k);
     workgroupBarrier();
     for (var i = lid; i < k; i += WG) {
         out[q * k + i] = Candidate(sk_score[i], sk_row[i], sk_tag[i]);

@@ -38,7 +38,7 @@ fn golden(name: &str) -> Golden {
     assert_eq!(t.dtype(), safetensors::Dtype::I64);
     let ids = t.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as u32).collect();
     let mut hidden = Vec::new();
-    while let Ok(_) = st.tensor(&format!("hidden_states.{}", hidden.len())) {
+    while st.tensor(&format!("hidden_states.{}", hidden.len())).is_ok() {
         hidden.push(f32s(&st, &format!("hidden_states.{}", hidden.len())));
     }
     let meta: serde_json::Value =

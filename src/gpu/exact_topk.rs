@@ -39,13 +39,13 @@ pub struct ExactParams {
     pub k: u32,
     pub row_base: u32,
     pub rows_per_wg: u32,
-    pub iters: u32,
     pub lists_per_query: u32,
     pub list_base: u32,
     pub tag: u32,
     pub normalize_rows: u32,
     pub _pad0: u32,
     pub _pad1: u32,
+    pub _pad2: u32,
 }
 
 impl ExactParams {
@@ -56,13 +56,13 @@ impl ExactParams {
         ("k", std::mem::offset_of!(ExactParams, k)),
         ("row_base", std::mem::offset_of!(ExactParams, row_base)),
         ("rows_per_wg", std::mem::offset_of!(ExactParams, rows_per_wg)),
-        ("iters", std::mem::offset_of!(ExactParams, iters)),
         ("lists_per_query", std::mem::offset_of!(ExactParams, lists_per_query)),
         ("list_base", std::mem::offset_of!(ExactParams, list_base)),
         ("tag", std::mem::offset_of!(ExactParams, tag)),
         ("normalize_rows", std::mem::offset_of!(ExactParams, normalize_rows)),
         ("_pad0", std::mem::offset_of!(ExactParams, _pad0)),
         ("_pad1", std::mem::offset_of!(ExactParams, _pad1)),
+        ("_pad2", std::mem::offset_of!(ExactParams, _pad2)),
     ];
 }
 
@@ -208,7 +208,6 @@ pub(crate) fn encode_exact(
             k,
             row_base: chunk.row_base,
             rows_per_wg: plan.rows_per_wg,
-            iters: plan.iters,
             lists_per_query: lists,
             list_base,
             tag,
@@ -226,8 +225,8 @@ pub(crate) fn encode_exact(
 }
 
 /// Per-chunk plans and lists per query.
-pub(crate) fn plan_vector_chunks(chunks: &[VectorChunk], k: u32, nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
-    let plans: Vec<BlockPlan> = chunks.iter().map(|c| plan_blocks(c.rows, k, nq, max_groups)).collect();
+pub(crate) fn plan_vector_chunks(chunks: &[VectorChunk], nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
+    let plans: Vec<BlockPlan> = chunks.iter().map(|c| plan_blocks(c.rows, nq, max_groups)).collect();
     let lists = plans.iter().map(|p| p.groups).sum();
     (plans, lists)
 }
@@ -257,7 +256,7 @@ pub(crate) async fn exact_search_chunks(
     if chunks.is_empty() {
         return Ok(vec![Vec::new(); nq]);
     }
-    let (plans, lists) = plan_vector_chunks(chunks, k32, nq as u32, ctx.max_workgroups());
+    let (plans, lists) = plan_vector_chunks(chunks, nq as u32, ctx.max_workgroups());
     let batch = batch_size(
         ctx,
         nq,

@@ -607,26 +607,23 @@ async fn compile(device: &wgpu::Device, kernel: Kernel) -> Result<wgpu::ComputeP
 /// Work split of one chunk of rows for the scan kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlockPlan {
-    /// Rounds per workgroup.
-    pub iters: u32,
-    /// Rows per workgroup (`iters * (SORT_N - k)`).
+    /// Rows per workgroup (a multiple of the 512-row step).
     pub rows_per_wg: u32,
     /// Workgroups along x (candidate lists per query for this chunk).
     pub groups: u32,
 }
 
-/// Aim for enough workgroups to fill a GPU (nq × groups ≳ 512) while keeping the candidate
-/// lists few; at most 16 rounds per workgroup unless the dispatch limit needs more.
-pub(crate) fn plan_blocks(n_rows: u32, k: u32, nq: u32, max_groups: u32) -> BlockPlan {
-    let fresh = SORT_N - k;
-    let blocks = n_rows.div_ceil(fresh).max(1);
-    let total = blocks as u64 * nq.max(1) as u64;
-    let mut iters = (total / 512).clamp(1, 16) as u32;
-    iters = iters.min(blocks);
-    iters = iters.max(blocks.div_ceil(max_groups.max(1)));
-    let rows_per_wg = iters * fresh;
+/// Rows handled per workgroup step (`STEP` in `topk_common.wgsl`).
+pub const STEP: u32 = 512;
+
+/// Aim for enough workgroups to fill a GPU (nq × groups ≈ 512) while keeping the candidate
+/// lists few; never more groups than the dispatch limit allows.
+pub(crate) fn plan_blocks(n_rows: u32, nq: u32, max_groups: u32) -> BlockPlan {
+    let want_groups = 512u32.div_ceil(nq.max(1)).max(1);
+    let mut rows_per_wg = n_rows.div_ceil(want_groups).max(1).div_ceil(STEP) * STEP;
+    rows_per_wg = rows_per_wg.max(n_rows.div_ceil(max_groups.max(1)).div_ceil(STEP) * STEP);
     let groups = n_rows.div_ceil(rows_per_wg).max(1);
-    BlockPlan { iters, rows_per_wg, groups }
+    BlockPlan { rows_per_wg, groups }
 }
 
 /// Validate `k` for the kernels.

@@ -12,7 +12,7 @@ use super::{
     GpuContext, GpuError, Kernel,
 };
 
-/// Uniform params of `pq_scan.wgsl` (`struct ScanParams`, 48 bytes).
+/// Uniform params of `pq_scan.wgsl` (`struct ScanParams`, 32 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ScanParams {
@@ -21,13 +21,9 @@ pub struct ScanParams {
     pub k: u32,
     pub row_base: u32,
     pub rows_per_wg: u32,
-    pub iters: u32,
     pub lists_per_query: u32,
     pub list_base: u32,
     pub tag: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
-    pub _pad2: u32,
 }
 
 impl ScanParams {
@@ -38,13 +34,9 @@ impl ScanParams {
         ("k", std::mem::offset_of!(ScanParams, k)),
         ("row_base", std::mem::offset_of!(ScanParams, row_base)),
         ("rows_per_wg", std::mem::offset_of!(ScanParams, rows_per_wg)),
-        ("iters", std::mem::offset_of!(ScanParams, iters)),
         ("lists_per_query", std::mem::offset_of!(ScanParams, lists_per_query)),
         ("list_base", std::mem::offset_of!(ScanParams, list_base)),
         ("tag", std::mem::offset_of!(ScanParams, tag)),
-        ("_pad0", std::mem::offset_of!(ScanParams, _pad0)),
-        ("_pad1", std::mem::offset_of!(ScanParams, _pad1)),
-        ("_pad2", std::mem::offset_of!(ScanParams, _pad2)),
     ];
 }
 
@@ -157,8 +149,8 @@ pub(crate) fn upload_codes(
 }
 
 /// Per-chunk plans and the number of candidate lists per query.
-pub(crate) fn plan_chunks(rows: impl Iterator<Item = u32>, k: u32, nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
-    let plans: Vec<BlockPlan> = rows.map(|r| plan_blocks(r, k, nq, max_groups)).collect();
+pub(crate) fn plan_chunks(rows: impl Iterator<Item = u32>, nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
+    let plans: Vec<BlockPlan> = rows.map(|r| plan_blocks(r, nq, max_groups)).collect();
     let lists = plans.iter().map(|p| p.groups).sum();
     (plans, lists)
 }
@@ -200,11 +192,9 @@ pub(crate) fn encode_scan(
             k,
             row_base: chunk.row_base,
             rows_per_wg: plan.rows_per_wg,
-            iters: plan.iters,
             lists_per_query: lists,
             list_base,
             tag,
-            ..bytemuck::Zeroable::zeroed()
         };
         let ubuf = ctx.uniform_init("scan params", &params);
         let bind = ctx.bind(Kernel::PqScan, &[&ubuf, &chunk.buf, lut, &cands])?;
@@ -242,7 +232,7 @@ pub async fn pq_scan(
     let chunks = upload_codes(ctx, codes, n, m, 0)?;
     let m_pad = m.div_ceil(4) * 4;
     let words = (m_pad / 4) as u32;
-    let (plans, lists) = plan_chunks(chunks.iter().map(|c| c.rows), k32, nq as u32, ctx.max_workgroups());
+    let (plans, lists) = plan_chunks(chunks.iter().map(|c| c.rows), nq as u32, ctx.max_workgroups());
     let lut_bytes = m_pad as u64 * 256 * 4;
     let batch = batch_size(ctx, nq, &[("lookup tables", lut_bytes), ("candidate lists", lists as u64 * k as u64 * 12)])?;
     let mut out = Vec::with_capacity(nq);

@@ -83,7 +83,7 @@ impl GpuSearch {
             return Ok(vec![Vec::new(); nq]);
         }
         let words = self.tables.m_pad / 4;
-        let (plans, lists) = plan_chunks(self.chunks.iter().map(|c| c.rows), k32, nq as u32, ctx.max_workgroups());
+        let (plans, lists) = plan_chunks(self.chunks.iter().map(|c| c.rows), nq as u32, ctx.max_workgroups());
         let batch = batch_size(
             ctx,
             nq,

@@ -34,7 +34,7 @@ pub struct Args {
     /// Python with torch + transformers (default: $LATENTLENS_PYTHON, else .venv/bin/python).
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Also time our quantised mode (GGUF blocks kept, candle QMatMul).
+    /// Also time our quantised-storage mode (GGUF blocks kept, dequantised per matmul).
     #[arg(long)]
     quantized: bool,
     /// Skip the PyTorch side.

@@ -540,3 +540,42 @@ fn exact_topk_f16_storage_matches_reference_when_available() {
         exact_topk_reference(&v, n, d, &q, nq, k, false, Precision::F16, 0).expect("cpu exact f16");
     assert_exact(&gpu, &cpu, "tied exact f16");
 }
+
+#[test]
+fn f16_precision_without_the_feature_is_a_clear_error() {
+    let Some(no_f16) = open(GpuOptions {
+        allow_f16: false,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert!(!no_f16.has_shader_f16());
+    let v = vec![0.25f32; 4 * 8];
+    let e = block(exact_topk(
+        &no_f16,
+        &v,
+        4,
+        8,
+        &v[..8],
+        1,
+        2,
+        false,
+        Precision::F16,
+    ))
+    .expect_err("no f16");
+    assert!(matches!(e, GpuError::MissingFeature("shader-f16")), "{e}");
+    // and the f32 variant still works on that context
+    let ok = block(exact_topk(
+        &no_f16,
+        &v,
+        4,
+        8,
+        &v[..8],
+        1,
+        2,
+        false,
+        Precision::F32,
+    ))
+    .expect("f32");
+    assert_eq!(ok[0].iter().map(|c| c.row).collect::<Vec<_>>(), vec![0, 1]);
+}

@@ -833,3 +833,59 @@ const CANDIDATE_FIELDS: FieldOffsets = &[
     ("row", std::mem::offset_of!(Candidate, row)),
     ("tag", std::mem::offset_of!(Candidate, tag)),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_cover_every_row_within_the_dispatch_limit() {
+        for &(n, nq, max) in &[
+            (1u32, 1u32, 65535u32),
+            (100_000, 64, 65535),
+            (100_000, 1, 65535),
+            (5_000_000, 1, 100),
+            (511, 3, 1),
+        ] {
+            let p = plan_blocks(n, nq, max);
+            assert_eq!(p.rows_per_wg % STEP, 0, "{p:?}");
+            assert!(
+                p.groups as u64 * p.rows_per_wg as u64 >= n as u64,
+                "{p:?} leaves rows out of {n}"
+            );
+            assert!(
+                (p.groups - 1) as u64 * (p.rows_per_wg as u64) < n.max(1) as u64,
+                "{p:?}: an empty workgroup"
+            );
+            assert!(p.groups <= max, "{p:?} over the dispatch limit {max}");
+        }
+    }
+
+    #[test]
+    fn compose_keeps_enable_directives_first() {
+        let k = "enable f16;\n// requires: topk_common.wgsl\nfn main() {}\n";
+        let s = compose_wgsl(k, "const X: u32 = 1u;");
+        assert!(s.starts_with("enable f16;\nconst X"), "{s}");
+        assert_eq!(compose_wgsl("fn f() {}", "const X: u32 = 1u;"), "fn f() {}");
+    }
+
+    #[test]
+    fn reference_topk_orders_by_score_row_tag_and_drops_nan() {
+        let c = |score: f32, row: u32, tag: u32| Candidate { score, row, tag };
+        let got = topk_reference(
+            vec![
+                c(1.0, 5, 1),
+                c(f32::NAN, 0, 0),
+                c(2.0, 9, 0),
+                c(1.0, 5, 0),
+                c(1.0, 3, 2),
+                Candidate::EMPTY,
+            ],
+            10,
+        );
+        assert_eq!(
+            got,
+            vec![c(2.0, 9, 0), c(1.0, 3, 2), c(1.0, 5, 0), c(1.0, 5, 1)]
+        );
+    }
+}

@@ -26,12 +26,17 @@ impl Rng {
 }
 
 /// Ordered f32 key for the heap (scores are finite here).
-#[derive(PartialEq, PartialOrd, Clone, Copy)]
+#[derive(PartialEq, Clone, Copy)]
 struct Key(f32, Reverse<u32>);
 impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for Key {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.partial_cmp(o).unwrap_or(std::cmp::Ordering::Equal)
+        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
     }
 }
 
@@ -54,7 +59,10 @@ fn cpu_scan(codes: &[u8], m: usize, luts: &[f32], nq: usize, k: usize) -> Vec<Ve
                     heap.push(Reverse(key));
                 }
             }
-            let mut v: Vec<(u32, f32)> = heap.into_iter().map(|Reverse(Key(s, Reverse(r)))| (r, s)).collect();
+            let mut v: Vec<(u32, f32)> = heap
+                .into_iter()
+                .map(|Reverse(Key(s, Reverse(r)))| (r, s))
+                .collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             v
         })
@@ -83,7 +91,13 @@ fn pq_scan_100k_x72_64_queries_gpu_vs_cpu() {
     let cent: Vec<f32> = (0..m * 256 * dsub).map(|_| rng.f()).collect();
     let codes: Vec<u8> = (0..n * m).map(|_| rng.next() as u8).collect();
     let queries: Vec<f32> = (0..nq * d).map(|_| rng.f()).collect();
-    let books = PqCodebooks { d, m, dsub, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d,
+        m,
+        dsub,
+        centroids: &cent,
+        offsets: None,
+    };
 
     let t = Instant::now();
     let mut gs = GpuSearch::new(&ctx, &books, 0).expect("upload codebooks");
@@ -111,7 +125,11 @@ fn pq_scan_100k_x72_64_queries_gpu_vs_cpu() {
             cpu = cpu_scan(&codes, m, &luts, nq, k);
             cpu_t.push(t.elapsed().as_secs_f64());
         }
-        let agree = gpu.iter().zip(&cpu).filter(|(g, c)| g.first().map(|x| x.0) == c.first().map(|x| x.0)).count();
+        let agree = gpu
+            .iter()
+            .zip(&cpu)
+            .filter(|(g, c)| g.first().map(|x| x.0) == c.first().map(|x| x.0))
+            .count();
         let (g, c, l) = (median(gpu_t), median(cpu_t), median(lut_t));
         rows.push(format!(
             "| {k:>3} | {:>9.1} | {:>9.1} | {:>7.1} | {:>6.2} | {agree}/{nq} |",
@@ -128,7 +146,10 @@ fn pq_scan_100k_x72_64_queries_gpu_vs_cpu() {
             c / g
         ));
     }
-    println!("\nPQ scan: n = {n} rows × {m} code bytes, {nq} queries, d = {d}; adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+    println!(
+        "\nPQ scan: n = {n} rows × {m} code bytes, {nq} queries, d = {d}; adapter: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    );
     println!("upload of codebooks + codes: {:.1} ms", upload_s * 1e3);
     println!("|   k | gpu ms    | cpu ms    | cpu LUT | cpu/gpu | top-1 agree |");
     println!("|-----|-----------|-----------|---------|--------|-------------|");

@@ -6,14 +6,22 @@ use latentlens::gpu::{GpuContext, GpuError, GpuOptions, GpuSearch, PqCodebooks};
 #[test]
 fn no_adapter_says_to_use_the_cpu_search() {
     // a backend this platform does not have: no adapter, whatever the machine
-    let other = if cfg!(target_os = "macos") { "dx12" } else { "metal" };
+    let other = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
     // both tests of this binary hold LOCK, so no other thread reads the environment meanwhile
     let _guard = EnvLock::set("WGPU_BACKEND", other);
-    let err = GpuContext::new_blocking(GpuOptions::default()).expect_err("no adapter for a foreign backend");
+    let err = GpuContext::new_blocking(GpuOptions::default())
+        .expect_err("no adapter for a foreign backend");
     drop(_guard);
     assert!(matches!(err, GpuError::NoAdapter(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("no WebGPU/Vulkan adapter") && msg.contains("CPU search"), "{msg}");
+    assert!(
+        msg.contains("no WebGPU/Vulkan adapter") && msg.contains("CPU search"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -28,13 +36,25 @@ fn device_lost_is_reported_not_panicked() {
         Err(e) => panic!("LATENTLENS_REQUIRE_ASSETS=1 but no GPU context: {e}"),
     };
     let cent = vec![0.5f32; 4 * 256 * 2];
-    let books = PqCodebooks { d: 8, m: 4, dsub: 2, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d: 8,
+        m: 4,
+        dsub: 2,
+        centroids: &cent,
+        offsets: None,
+    };
     let mut gs = GpuSearch::new(&ctx, &books, 0).expect("upload");
     gs.push_codes(&[1, 2, 3, 4, 5, 6, 7, 8], 2).expect("push");
-    assert_eq!(pollster::block_on(gs.search(&[1.0; 8], 1, 2)).expect("search before loss").len(), 1);
+    assert_eq!(
+        pollster::block_on(gs.search(&[1.0; 8], 1, 2))
+            .expect("search before loss")
+            .len(),
+        1
+    );
     ctx.device().destroy();
     let _ = ctx.device().poll(wgpu::PollType::Poll);
-    let err = pollster::block_on(gs.search(&[1.0; 8], 1, 2)).expect_err("search on a destroyed device");
+    let err =
+        pollster::block_on(gs.search(&[1.0; 8], 1, 2)).expect_err("search on a destroyed device");
     assert!(matches!(err, GpuError::DeviceLost(_)), "{err:?}");
     assert!(err.to_string().contains("GPU device lost"), "{err}");
 }
@@ -53,7 +73,11 @@ impl EnvLock {
         let lock = LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let old = std::env::var(key).ok();
         std::env::set_var(key, value);
-        EnvLock { key, old, _lock: lock }
+        EnvLock {
+            key,
+            old,
+            _lock: lock,
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use latentlens::gpu::lut::build_luts;
 use latentlens::gpu::pq_scan::pq_scan;
 use latentlens::gpu::topk_merge::{merge_layers, merge_topk};
 use latentlens::gpu::{
-    build_luts_reference, exact_topk_reference, merge_layers_reference, merge_topk_reference, pq_scan_reference,
-    Candidate, GpuContext, GpuError, GpuOptions, PqCodebooks, Precision,
+    build_luts_reference, exact_topk_reference, merge_layers_reference, merge_topk_reference,
+    pq_scan_reference, Candidate, GpuContext, GpuError, GpuOptions, PqCodebooks, Precision,
 };
 
 fn require_gpu() -> bool {
@@ -37,7 +37,13 @@ fn ctx() -> Option<&'static GpuContext> {
         let c = open(GpuOptions::default());
         if let Some(c) = &c {
             let i = c.adapter_info();
-            eprintln!("GPU tests on {} ({:?}, {:?}), f16: {}", i.name, i.backend, i.device_type, c.has_shader_f16());
+            eprintln!(
+                "GPU tests on {} ({:?}, {:?}), f16: {}",
+                i.name,
+                i.backend,
+                i.device_type,
+                c.has_shader_f16()
+            );
         }
         c
     })
@@ -77,8 +83,14 @@ impl Rng {
 fn assert_exact(gpu: &[Vec<Candidate>], cpu: &[Vec<Candidate>], what: &str) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: number of queries");
     for (q, (g, c)) in gpu.iter().zip(cpu).enumerate() {
-        let g2: Vec<(u32, u32, u32)> = g.iter().map(|x| (x.row, x.score.to_bits(), x.tag)).collect();
-        let c2: Vec<(u32, u32, u32)> = c.iter().map(|x| (x.row, x.score.to_bits(), x.tag)).collect();
+        let g2: Vec<(u32, u32, u32)> = g
+            .iter()
+            .map(|x| (x.row, x.score.to_bits(), x.tag))
+            .collect();
+        let c2: Vec<(u32, u32, u32)> = c
+            .iter()
+            .map(|x| (x.row, x.score.to_bits(), x.tag))
+            .collect();
         assert_eq!(g2, c2, "{what}: query {q} (row, score bits, tag)");
     }
 }
@@ -91,12 +103,18 @@ fn assert_close(gpu: &[Vec<Candidate>], cpu: &[Vec<Candidate>], tol: f32, what: 
         assert_eq!(g.len(), c.len(), "{what}: query {q} list length");
         assert_sorted(g, what);
         for (i, (a, b)) in g.iter().zip(c).enumerate() {
-            assert!((a.score - b.score).abs() <= tol * (1.0 + b.score.abs()), "{what}: q{q} #{i}: gpu {a:?} cpu {b:?}");
+            assert!(
+                (a.score - b.score).abs() <= tol * (1.0 + b.score.abs()),
+                "{what}: q{q} #{i}: gpu {a:?} cpu {b:?}"
+            );
         }
         let Some(last) = c.last() else { continue };
         for a in g {
             if !c.iter().any(|b| b.row == a.row && b.tag == a.tag) {
-                assert!((a.score - last.score).abs() <= 2.0 * tol * (1.0 + last.score.abs()), "{what}: q{q}: gpu row {a:?} not in cpu list");
+                assert!(
+                    (a.score - last.score).abs() <= 2.0 * tol * (1.0 + last.score.abs()),
+                    "{what}: q{q}: gpu row {a:?} not in cpu list"
+                );
             }
         }
     }
@@ -111,8 +129,20 @@ fn assert_sorted(list: &[Candidate], what: &str) {
     }
 }
 
-fn books<'a>(d: usize, m: usize, dsub: usize, centroids: &'a [f32], offsets: Option<&'a [u32]>) -> PqCodebooks<'a> {
-    PqCodebooks { d, m, dsub, centroids, offsets }
+fn books<'a>(
+    d: usize,
+    m: usize,
+    dsub: usize,
+    centroids: &'a [f32],
+    offsets: Option<&'a [u32]>,
+) -> PqCodebooks<'a> {
+    PqCodebooks {
+        d,
+        m,
+        dsub,
+        centroids,
+        offsets,
+    }
 }
 
 // ---------------------------------------------------------------------------------------- lut
@@ -130,7 +160,10 @@ fn lut_matches_reference_with_m_not_multiple_of_4() {
         let cpu = build_luts_reference(&queries, nq, &b).expect("cpu lut");
         assert_eq!(gpu.len(), nq * m * 256);
         for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-            assert!((g - c).abs() <= 1e-6 * (1.0 + c.abs()) * dsub as f32, "nq={nq} m={m}: lut[{i}] gpu {g} cpu {c}");
+            assert!(
+                (g - c).abs() <= 1e-6 * (1.0 + c.abs()) * dsub as f32,
+                "nq={nq} m={m}: lut[{i}] gpu {g} cpu {c}"
+            );
         }
     }
 }
@@ -151,7 +184,9 @@ fn lut_with_residual_offsets_reuses_subspaces() {
         assert!((g - c).abs() <= 1e-5 * (1.0 + c.abs()));
     }
     // and the reference is what the formula says: byte 3 uses the query's first sub-space
-    let want: f32 = (0..4).map(|t| queries[t] * cent[(3 * 256 + 17) * 4 + t]).sum();
+    let want: f32 = (0..4)
+        .map(|t| queries[t] * cent[(3 * 256 + 17) * 4 + t])
+        .sum();
     assert!((cpu[3 * 256 + 17] - want).abs() < 1e-6);
 }
 
@@ -171,7 +206,12 @@ fn pq_scan_matches_reference_on_random_codes() {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng(3);
     // n not a multiple of the workgroup (256) nor of a round (1024 - k); M not a multiple of 4
-    for &(n, m, nq, k) in &[(3001usize, 7usize, 3usize, 10usize), (2500, 8, 1, 64), (1500, 5, 2, 256), (777, 1, 2, 5)] {
+    for &(n, m, nq, k) in &[
+        (3001usize, 7usize, 3usize, 10usize),
+        (2500, 8, 1, 64),
+        (1500, 5, 2, 256),
+        (777, 1, 2, 5),
+    ] {
         let codes = rng.bytes(n * m);
         let luts = rng.vec(nq * m * 256);
         let gpu = block(pq_scan(ctx, &codes, n, m, &luts, nq, k, 3)).expect("gpu scan");
@@ -193,7 +233,10 @@ fn pq_scan_breaks_exact_ties_by_lower_row() {
     let cpu = pq_scan_reference(&codes, n, m, &luts, nq, k, 0).expect("cpu scan");
     assert_exact(&gpu, &cpu, "tied pq_scan");
     // the ties are real: some score appears more than once in the top-k
-    assert!(gpu[0].windows(2).any(|w| w[0].score == w[1].score), "test data has no ties");
+    assert!(
+        gpu[0].windows(2).any(|w| w[0].score == w[1].score),
+        "test data has no ties"
+    );
     for l in &gpu {
         assert_sorted(l, "tied pq_scan");
     }
@@ -229,14 +272,21 @@ fn pq_scan_never_returns_nan_scores() {
     assert_exact(&gpu, &cpu, "nan pq_scan");
     let finite = (0..n).filter(|r| codes[r * m + 2] >= 128).count();
     assert_eq!(gpu[0].len(), finite.min(k));
-    assert!(gpu[0].iter().all(|c| !c.score.is_nan() && codes[c.row as usize * m + 2] >= 128));
+    assert!(gpu[0]
+        .iter()
+        .all(|c| !c.score.is_nan() && codes[c.row as usize * m + 2] >= 128));
 }
 
 #[test]
 fn pq_scan_splits_codes_over_binding_limit_into_chunks() {
     // 16 KiB per binding: 8-byte rows → 2048 rows per chunk, 5000 rows → 3 chunks, and the
     // candidate lists force several query batches
-    let Some(small) = open(GpuOptions { max_binding_bytes: Some(16 * 1024), ..Default::default() }) else { return };
+    let Some(small) = open(GpuOptions {
+        max_binding_bytes: Some(16 * 1024),
+        ..Default::default()
+    }) else {
+        return;
+    };
     let mut rng = Rng(7);
     let (n, m, nq, k) = (5000, 8, 9, 100);
     let codes = rng.bytes(n * m);
@@ -245,7 +295,8 @@ fn pq_scan_splits_codes_over_binding_limit_into_chunks() {
     let cpu = pq_scan_reference(&codes, n, m, &luts, nq, k, 1).expect("cpu scan");
     assert_exact(&gpu, &cpu, "chunked pq_scan");
     // the best rows come from every chunk, so the merge across chunks was exercised
-    let chunks: std::collections::BTreeSet<u32> = gpu.iter().flatten().map(|c| c.row / 2048).collect();
+    let chunks: std::collections::BTreeSet<u32> =
+        gpu.iter().flatten().map(|c| c.row / 2048).collect();
     assert_eq!(chunks.len(), 3, "hits from all 3 chunks");
 }
 
@@ -265,11 +316,31 @@ fn scan_rejects_bad_k_and_shapes() {
 
 #[test]
 fn limit_too_small_names_the_limit() {
-    let Some(tiny) = open(GpuOptions { max_binding_bytes: Some(256), ..Default::default() }) else { return };
+    let Some(tiny) = open(GpuOptions {
+        max_binding_bytes: Some(256),
+        ..Default::default()
+    }) else {
+        return;
+    };
     let v = vec![0.5f32; 2 * 100];
-    let e = block(exact_topk(&tiny, &v, 2, 100, &v[..100], 1, 1, false, Precision::F32)).expect_err("400-byte rows");
+    let e = block(exact_topk(
+        &tiny,
+        &v,
+        2,
+        100,
+        &v[..100],
+        1,
+        1,
+        false,
+        Precision::F32,
+    ))
+    .expect_err("400-byte rows");
     let msg = e.to_string();
-    assert!(matches!(e, GpuError::LimitTooSmall { .. }) && msg.contains("max_storage_buffer_binding_size"), "{msg}");
+    assert!(
+        matches!(e, GpuError::LimitTooSmall { .. })
+            && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
 }
 
 // ------------------------------------------------------------------------------------ merge
@@ -278,18 +349,35 @@ fn limit_too_small_names_the_limit() {
 fn merge_matches_reference_with_duplicates_and_padding() {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng(8);
-    for &(nq, per_query, k) in &[(1usize, 5000usize, 64usize), (4, 300, 10), (3, 7, 20), (2, 1024, 256)] {
+    for &(nq, per_query, k) in &[
+        (1usize, 5000usize, 64usize),
+        (4, 300, 10),
+        (3, 7, 20),
+        (2, 1024, 256),
+    ] {
         let cands: Vec<Candidate> = (0..nq * per_query)
             .map(|_| match rng.below(10) {
                 0 => Candidate::EMPTY,
-                1 => Candidate { score: f32::NAN, row: rng.below(50) as u32, tag: 0 },
+                1 => Candidate {
+                    score: f32::NAN,
+                    row: rng.below(50) as u32,
+                    tag: 0,
+                },
                 // few distinct scores and rows: exact ties on score, and on (score, row)
-                _ => Candidate { score: rng.below(8) as f32 * 0.25, row: rng.below(200) as u32, tag: rng.below(4) as u32 },
+                _ => Candidate {
+                    score: rng.below(8) as f32 * 0.25,
+                    row: rng.below(200) as u32,
+                    tag: rng.below(4) as u32,
+                },
             })
             .collect();
         let gpu = block(merge_topk(ctx, &cands, nq, per_query, k)).expect("gpu merge");
         let cpu = merge_topk_reference(&cands, nq, per_query, k).expect("cpu merge");
-        assert_exact(&gpu, &cpu, &format!("merge nq={nq} per_query={per_query} k={k}"));
+        assert_exact(
+            &gpu,
+            &cpu,
+            &format!("merge nq={nq} per_query={per_query} k={k}"),
+        );
     }
 }
 
@@ -297,7 +385,15 @@ fn merge_matches_reference_with_duplicates_and_padding() {
 fn cross_layer_merge_breaks_ties_by_layer_slot() {
     let Some(ctx) = ctx() else { return };
     // the same (row, score) in three layers: the lower slot wins; distinct rows by row
-    let list = |rows: &[(u32, f32)]| rows.iter().map(|&(row, score)| Candidate { score, row, tag: 99 }).collect::<Vec<_>>();
+    let list = |rows: &[(u32, f32)]| {
+        rows.iter()
+            .map(|&(row, score)| Candidate {
+                score,
+                row,
+                tag: 99,
+            })
+            .collect::<Vec<_>>()
+    };
     let layers = vec![
         vec![list(&[(5, 0.9), (7, 0.5)]), list(&[(1, 0.1)])],
         vec![list(&[(5, 0.9), (2, 0.5)]), list(&[(1, 0.1), (0, 0.1)])],
@@ -318,12 +414,23 @@ fn cross_layer_merge_breaks_ties_by_layer_slot() {
 fn exact_topk_matches_reference_on_random_vectors() {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng(9);
-    for &(n, d, nq, k, norm) in &[(2000usize, 33usize, 4usize, 20usize, false), (1100, 64, 1, 64, true), (300, 7, 2, 256, false)] {
+    for &(n, d, nq, k, norm) in &[
+        (2000usize, 33usize, 4usize, 20usize, false),
+        (1100, 64, 1, 64, true),
+        (300, 7, 2, 256, false),
+    ] {
         let v = rng.vec(n * d);
         let q = rng.vec(nq * d);
-        let gpu = block(exact_topk(ctx, &v, n, d, &q, nq, k, norm, Precision::F32)).expect("gpu exact");
-        let cpu = exact_topk_reference(&v, n, d, &q, nq, k, norm, Precision::F32, 0).expect("cpu exact");
-        assert_close(&gpu, &cpu, 1e-5, &format!("exact n={n} d={d} k={k} norm={norm}"));
+        let gpu =
+            block(exact_topk(ctx, &v, n, d, &q, nq, k, norm, Precision::F32)).expect("gpu exact");
+        let cpu =
+            exact_topk_reference(&v, n, d, &q, nq, k, norm, Precision::F32, 0).expect("cpu exact");
+        assert_close(
+            &gpu,
+            &cpu,
+            1e-5,
+            &format!("exact n={n} d={d} k={k} norm={norm}"),
+        );
     }
 }
 
@@ -349,32 +456,57 @@ fn exact_topk_breaks_exact_ties_by_lower_row() {
     let v = one_hot_rows(&mut rng, n, d, Some(17));
     let q = rng.vec(nq * d);
     for norm in [true, false] {
-        let gpu = block(exact_topk(ctx, &v, n, d, &q, nq, k, norm, Precision::F32)).expect("gpu exact");
-        let cpu = exact_topk_reference(&v, n, d, &q, nq, k, norm, Precision::F32, 0).expect("cpu exact");
+        let gpu =
+            block(exact_topk(ctx, &v, n, d, &q, nq, k, norm, Precision::F32)).expect("gpu exact");
+        let cpu =
+            exact_topk_reference(&v, n, d, &q, nq, k, norm, Precision::F32, 0).expect("cpu exact");
         if norm {
             // dot / sqrt(vv) goes through the GPU's sqrt and division (ULP bounds on Vulkan)
             assert_close(&gpu, &cpu, 1e-6, "tied exact (normalised)");
         } else {
             assert_exact(&gpu, &cpu, "tied exact");
         }
-        assert!(gpu[0].windows(2).any(|w| w[0].score == w[1].score), "test data has no ties");
+        assert!(
+            gpu[0].windows(2).any(|w| w[0].score == w[1].score),
+            "test data has no ties"
+        );
         for l in &gpu {
             assert_sorted(l, "tied exact");
         }
-        assert!(gpu.iter().flatten().all(|c| c.row != 17), "NaN row entered a top-k");
+        assert!(
+            gpu.iter().flatten().all(|c| c.row != 17),
+            "NaN row entered a top-k"
+        );
     }
 }
 
 #[test]
 fn exact_topk_splits_vectors_over_binding_limit() {
-    let Some(small) = open(GpuOptions { max_binding_bytes: Some(16 * 1024), ..Default::default() }) else { return };
+    let Some(small) = open(GpuOptions {
+        max_binding_bytes: Some(16 * 1024),
+        ..Default::default()
+    }) else {
+        return;
+    };
     let mut rng = Rng(11);
     // d = 16 f32 → 64-byte rows → 256 rows per chunk; 1000 rows → 4 chunks
     let (n, d, nq, k) = (1000, 16, 5, 30);
     let v = one_hot_rows(&mut rng, n, d, None);
     let q = rng.vec(nq * d);
-    let gpu = block(exact_topk(&small, &v, n, d, &q, nq, k, false, Precision::F32)).expect("gpu exact");
-    let cpu = exact_topk_reference(&v, n, d, &q, nq, k, false, Precision::F32, 0).expect("cpu exact");
+    let gpu = block(exact_topk(
+        &small,
+        &v,
+        n,
+        d,
+        &q,
+        nq,
+        k,
+        false,
+        Precision::F32,
+    ))
+    .expect("gpu exact");
+    let cpu =
+        exact_topk_reference(&v, n, d, &q, nq, k, false, Precision::F32, 0).expect("cpu exact");
     assert_exact(&gpu, &cpu, "chunked exact");
 }
 
@@ -387,16 +519,63 @@ fn exact_topk_f16_storage_matches_reference_when_available() {
     let q = rng.vec(nq * d);
     let res = block(exact_topk(ctx, &v, n, d, &q, nq, k, true, Precision::F16));
     if !ctx.has_shader_f16() {
-        assert!(matches!(res, Err(GpuError::MissingFeature("shader-f16"))), "{res:?}");
-        eprintln!("!!!!! adapter has no shader-f16: f16 storage variant not run (f32 path tested) !!!!!");
+        assert!(
+            matches!(res, Err(GpuError::MissingFeature("shader-f16"))),
+            "{res:?}"
+        );
+        eprintln!(
+            "!!!!! adapter has no shader-f16: f16 storage variant not run (f32 path tested) !!!!!"
+        );
         return;
     }
     let gpu = res.expect("gpu exact f16");
-    let cpu = exact_topk_reference(&v, n, d, &q, nq, k, true, Precision::F16, 0).expect("cpu exact f16");
+    let cpu =
+        exact_topk_reference(&v, n, d, &q, nq, k, true, Precision::F16, 0).expect("cpu exact f16");
     assert_close(&gpu, &cpu, 1e-5, "exact f16");
     // f16 ties: one-hot rows stay exact in f16
     let v = one_hot_rows(&mut rng, n, d, Some(3));
-    let gpu = block(exact_topk(ctx, &v, n, d, &q, nq, k, false, Precision::F16)).expect("gpu exact f16");
-    let cpu = exact_topk_reference(&v, n, d, &q, nq, k, false, Precision::F16, 0).expect("cpu exact f16");
+    let gpu =
+        block(exact_topk(ctx, &v, n, d, &q, nq, k, false, Precision::F16)).expect("gpu exact f16");
+    let cpu =
+        exact_topk_reference(&v, n, d, &q, nq, k, false, Precision::F16, 0).expect("cpu exact f16");
     assert_exact(&gpu, &cpu, "tied exact f16");
+}
+
+#[test]
+fn f16_precision_without_the_feature_is_a_clear_error() {
+    let Some(no_f16) = open(GpuOptions {
+        allow_f16: false,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    assert!(!no_f16.has_shader_f16());
+    let v = vec![0.25f32; 4 * 8];
+    let e = block(exact_topk(
+        &no_f16,
+        &v,
+        4,
+        8,
+        &v[..8],
+        1,
+        2,
+        false,
+        Precision::F16,
+    ))
+    .expect_err("no f16");
+    assert!(matches!(e, GpuError::MissingFeature("shader-f16")), "{e}");
+    // and the f32 variant still works on that context
+    let ok = block(exact_topk(
+        &no_f16,
+        &v,
+        4,
+        8,
+        &v[..8],
+        1,
+        2,
+        false,
+        Precision::F32,
+    ))
+    .expect("f32");
+    assert_eq!(ok[0].iter().map(|c| c.row).collect::<Vec<_>>(), vec![0, 1]);
 }

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use latentlens::gpu::topk_merge::merge_layers;
 use latentlens::gpu::{
-    build_luts_reference, exact_topk_reference, merge_layers_reference, pq_scan_reference, Candidate, GpuContext,
-    GpuExactSearch, GpuOptions, GpuSearch, PqCodebooks, Precision,
+    build_luts_reference, exact_topk_reference, merge_layers_reference, pq_scan_reference,
+    Candidate, GpuContext, GpuExactSearch, GpuOptions, GpuSearch, PqCodebooks, Precision,
 };
 
 fn require_gpu() -> bool {
@@ -34,7 +34,13 @@ fn ctx() -> Option<&'static GpuContext> {
         let c = open(GpuOptions::default());
         if let Some(c) = &c {
             let i = c.adapter_info();
-            eprintln!("GPU tests on {} ({:?}, {:?}), f16: {}", i.name, i.backend, i.device_type, c.has_shader_f16());
+            eprintln!(
+                "GPU tests on {} ({:?}, {:?}), f16: {}",
+                i.name,
+                i.backend,
+                i.device_type,
+                c.has_shader_f16()
+            );
         }
         c
     })
@@ -74,8 +80,14 @@ impl Rng {
 fn assert_exact(gpu: &[Vec<Candidate>], cpu: &[Vec<Candidate>], what: &str) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: number of queries");
     for (q, (g, c)) in gpu.iter().zip(cpu).enumerate() {
-        let g2: Vec<(u32, u32, u32)> = g.iter().map(|x| (x.row, x.score.to_bits(), x.tag)).collect();
-        let c2: Vec<(u32, u32, u32)> = c.iter().map(|x| (x.row, x.score.to_bits(), x.tag)).collect();
+        let g2: Vec<(u32, u32, u32)> = g
+            .iter()
+            .map(|x| (x.row, x.score.to_bits(), x.tag))
+            .collect();
+        let c2: Vec<(u32, u32, u32)> = c
+            .iter()
+            .map(|x| (x.row, x.score.to_bits(), x.tag))
+            .collect();
         assert_eq!(g2, c2, "{what}: query {q} (row, score bits, tag)");
     }
 }
@@ -88,12 +100,18 @@ fn assert_close(gpu: &[Vec<Candidate>], cpu: &[Vec<Candidate>], tol: f32, what: 
         assert_eq!(g.len(), c.len(), "{what}: query {q} list length");
         assert_sorted(g, what);
         for (i, (a, b)) in g.iter().zip(c).enumerate() {
-            assert!((a.score - b.score).abs() <= tol * (1.0 + b.score.abs()), "{what}: q{q} #{i}: gpu {a:?} cpu {b:?}");
+            assert!(
+                (a.score - b.score).abs() <= tol * (1.0 + b.score.abs()),
+                "{what}: q{q} #{i}: gpu {a:?} cpu {b:?}"
+            );
         }
         let Some(last) = c.last() else { continue };
         for a in g {
             if !c.iter().any(|b| b.row == a.row && b.tag == a.tag) {
-                assert!((a.score - last.score).abs() <= 2.0 * tol * (1.0 + last.score.abs()), "{what}: q{q}: gpu row {a:?} not in cpu list");
+                assert!(
+                    (a.score - last.score).abs() <= 2.0 * tol * (1.0 + last.score.abs()),
+                    "{what}: q{q}: gpu row {a:?} not in cpu list"
+                );
             }
         }
     }
@@ -108,10 +126,15 @@ fn assert_sorted(list: &[Candidate], what: &str) {
     }
 }
 
-
 /// Codebooks and queries with small integer values: LUT entries are exact integers (any FMA),
 /// so GPU and CPU scores agree bit for bit and many rows tie.
-fn integer_layer(rng: &mut Rng, d: usize, m: usize, n: usize, nq: usize) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
+fn integer_layer(
+    rng: &mut Rng,
+    d: usize,
+    m: usize,
+    n: usize,
+    nq: usize,
+) -> (Vec<f32>, Vec<u8>, Vec<f32>) {
     let dsub = d / m;
     let small = |rng: &mut Rng| rng.below(7) as f32 - 3.0;
     let cent: Vec<f32> = (0..m * 256 * dsub).map(|_| small(rng)).collect();
@@ -120,7 +143,15 @@ fn integer_layer(rng: &mut Rng, d: usize, m: usize, n: usize, nq: usize) -> (Vec
     (cent, codes, queries)
 }
 
-fn cpu_pipeline(books: &PqCodebooks, codes: &[u8], n: usize, queries: &[f32], nq: usize, k: usize, tag: u32) -> Vec<Vec<Candidate>> {
+fn cpu_pipeline(
+    books: &PqCodebooks,
+    codes: &[u8],
+    n: usize,
+    queries: &[f32],
+    nq: usize,
+    k: usize,
+    tag: u32,
+) -> Vec<Vec<Candidate>> {
     let luts = build_luts_reference(queries, nq, books).expect("cpu lut");
     pq_scan_reference(codes, n, books.m, &luts, nq, k, tag).expect("cpu scan")
 }
@@ -130,18 +161,33 @@ fn gpu_search_matches_cpu_pipeline_exactly_with_ties() {
     let Some(ctx) = ctx() else { return };
     let mut rng = Rng(21);
     // M = 10 (not a multiple of 4), codes pushed in two pieces, n not a multiple of anything
-    for &(d, m, n, nq, k) in &[(40usize, 10usize, 4001usize, 5usize, 32usize), (24, 24, 1000, 1, 64), (12, 3, 70, 2, 100)] {
+    for &(d, m, n, nq, k) in &[
+        (40usize, 10usize, 4001usize, 5usize, 32usize),
+        (24, 24, 1000, 1, 64),
+        (12, 3, 70, 2, 100),
+    ] {
         let (cent, codes, queries) = integer_layer(&mut rng, d, m, n, nq);
-        let books = PqCodebooks { d, m, dsub: d / m, centroids: &cent, offsets: None };
+        let books = PqCodebooks {
+            d,
+            m,
+            dsub: d / m,
+            centroids: &cent,
+            offsets: None,
+        };
         let mut gs = GpuSearch::new(ctx, &books, 0).expect("upload codebooks");
         let split = n * 3 / 5;
         gs.push_codes(&codes[..split * m], split).expect("push 1");
-        gs.push_codes(&codes[split * m..], n - split).expect("push 2");
+        gs.push_codes(&codes[split * m..], n - split)
+            .expect("push 2");
         assert_eq!(gs.rows(), n);
         let gpu = block(gs.search_candidates(&queries, nq, k)).expect("gpu search");
         let cpu = cpu_pipeline(&books, &codes, n, &queries, nq, k, 0);
         assert_exact(&gpu, &cpu, &format!("GpuSearch d={d} m={m} n={n} k={k}"));
-        assert!(gpu.iter().any(|l| l.windows(2).any(|w| w[0].score == w[1].score)), "no ties in test data");
+        assert!(
+            gpu.iter()
+                .any(|l| l.windows(2).any(|w| w[0].score == w[1].score)),
+            "no ties in test data"
+        );
         let pairs = block(gs.search(&queries, nq, k)).expect("gpu search pairs");
         assert_eq!(pairs[0].first().map(|p| p.0), cpu[0].first().map(|c| c.row));
     }
@@ -155,7 +201,13 @@ fn gpu_search_matches_cpu_on_float_codebooks() {
     let cent = rng.vec(m * 256 * (d / m));
     let codes = rng.bytes(n * m);
     let queries = rng.vec(nq * d);
-    let books = PqCodebooks { d, m, dsub: d / m, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d,
+        m,
+        dsub: d / m,
+        centroids: &cent,
+        offsets: None,
+    };
     let mut gs = GpuSearch::new(ctx, &books, 0).expect("upload");
     gs.push_codes(&codes, n).expect("push");
     let gpu = block(gs.search_candidates(&queries, nq, k)).expect("gpu search");
@@ -166,12 +218,23 @@ fn gpu_search_matches_cpu_on_float_codebooks() {
 
 #[test]
 fn gpu_search_chunked_and_batched_matches_cpu() {
-    let Some(small) = open(GpuOptions { max_binding_bytes: Some(32 * 1024), ..Default::default() }) else { return };
+    let Some(small) = open(GpuOptions {
+        max_binding_bytes: Some(32 * 1024),
+        ..Default::default()
+    }) else {
+        return;
+    };
     let mut rng = Rng(23);
     // m = 13 → 16-byte packed rows → 2048 rows per chunk; 13 KiB LUT per query → 2 per batch
     let (d, m, n, nq, k) = (26, 13, 7000, 5, 20);
     let (cent, codes, queries) = integer_layer(&mut rng, d, m, n, nq);
-    let books = PqCodebooks { d, m, dsub: 2, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d,
+        m,
+        dsub: 2,
+        centroids: &cent,
+        offsets: None,
+    };
     let mut gs = GpuSearch::new(&small, &books, 4).expect("upload");
     gs.push_codes(&codes, n).expect("push");
     assert_eq!(gs.chunks(), 4);
@@ -184,11 +247,23 @@ fn gpu_search_chunked_and_batched_matches_cpu() {
 fn gpu_search_handles_empty_layers_and_no_queries() {
     let Some(ctx) = ctx() else { return };
     let cent = vec![1f32; 4 * 256 * 2];
-    let books = PqCodebooks { d: 8, m: 4, dsub: 2, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d: 8,
+        m: 4,
+        dsub: 2,
+        centroids: &cent,
+        offsets: None,
+    };
     let gs = GpuSearch::new(ctx, &books, 0).expect("upload");
-    assert_eq!(block(gs.search(&[0.0; 8], 1, 5)).expect("empty layer"), vec![Vec::<(u32, f32)>::new()]);
+    assert_eq!(
+        block(gs.search(&[0.0; 8], 1, 5)).expect("empty layer"),
+        vec![Vec::<(u32, f32)>::new()]
+    );
     assert!(block(gs.search(&[], 0, 5)).expect("no queries").is_empty());
-    assert!(block(gs.search(&[0.0; 7], 1, 5)).is_err(), "7 floats for d = 8");
+    assert!(
+        block(gs.search(&[0.0; 7], 1, 5)).is_err(),
+        "7 floats for d = 8"
+    );
 }
 
 #[test]
@@ -201,7 +276,13 @@ fn cross_layer_merge_of_two_gpu_layers_matches_cpu() {
     // layers, which the merge must order by layer slot
     let mut codes1 = codes0.clone();
     codes1[n / 2 * m..].copy_from_slice(&rng.bytes((n - n / 2) * m));
-    let books = PqCodebooks { d, m, dsub: d / m, centroids: &cent, offsets: None };
+    let books = PqCodebooks {
+        d,
+        m,
+        dsub: d / m,
+        centroids: &cent,
+        offsets: None,
+    };
     let mut gpu_layers = Vec::new();
     let mut cpu_layers = Vec::new();
     for (slot, codes) in [(0u32, &codes0), (1, &codes1)] {
@@ -216,9 +297,14 @@ fn cross_layer_merge_of_two_gpu_layers_matches_cpu() {
     let gpu = block(merge_layers(ctx, &gpu_layers, nq, k)).expect("gpu merge");
     let cpu = merge_layers_reference(&cpu_layers, nq, k);
     assert_exact(&gpu, &cpu, "cross-layer");
-    let same_row_both_layers =
-        gpu.iter().any(|l| l.windows(2).any(|w| w[0].row == w[1].row && (w[0].tag, w[1].tag) == (0, 1)));
-    assert!(same_row_both_layers, "test data should put one row from both layers next to each other");
+    let same_row_both_layers = gpu.iter().any(|l| {
+        l.windows(2)
+            .any(|w| w[0].row == w[1].row && (w[0].tag, w[1].tag) == (0, 1))
+    });
+    assert!(
+        same_row_both_layers,
+        "test data should put one row from both layers next to each other"
+    );
 }
 
 #[test]

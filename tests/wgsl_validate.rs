@@ -44,15 +44,30 @@ fn every_wgsl_file_validates_with_naga() {
         .filter(|n| n.ends_with(".wgsl"))
         .collect();
     names.sort();
-    assert!(names.len() >= 6, "expected the 6 kernel files, found {names:?}");
+    assert!(
+        names.len() >= 6,
+        "expected the 6 kernel files, found {names:?}"
+    );
     for name in &names {
         let src = composed(name);
         // f32 kernels must not need any optional capability (WebGPU baseline, SwiftShader)
-        let caps = if needs_f16(name) { Capabilities::SHADER_FLOAT16 } else { Capabilities::default() };
+        let caps = if needs_f16(name) {
+            Capabilities::SHADER_FLOAT16
+        } else {
+            Capabilities::default()
+        };
         let module = validate(name, &src, caps);
         if name != "topk_common.wgsl" {
-            let eps: Vec<_> = module.entry_points.iter().map(|e| (e.name.as_str(), e.workgroup_size)).collect();
-            assert_eq!(eps, vec![("main", [256, 1, 1])], "{name}: one compute entry point `main` of 256");
+            let eps: Vec<_> = module
+                .entry_points
+                .iter()
+                .map(|e| (e.name.as_str(), e.workgroup_size))
+                .collect();
+            assert_eq!(
+                eps,
+                vec![("main", [256, 1, 1])],
+                "{name}: one compute entry point `main` of 256"
+            );
         }
     }
 }
@@ -62,7 +77,9 @@ fn f16_kernel_is_rejected_without_the_f16_capability() {
     let src = composed("exact_topk_f16.wgsl");
     let module = naga::front::wgsl::parse_str(&src).expect("parses");
     assert!(
-        Validator::new(ValidationFlags::all(), Capabilities::default()).validate(&module).is_err(),
+        Validator::new(ValidationFlags::all(), Capabilities::default())
+            .validate(&module)
+            .is_err(),
         "the f16 variant must need SHADER_FLOAT16 (else it is not the f16 variant)"
     );
 }
@@ -75,9 +92,16 @@ fn pipelines_use_exactly_the_validated_sources() {
     let mut files: Vec<&str> = Kernel::ALL.iter().map(|k| k.file_name()).collect();
     files.push("topk_common.wgsl");
     for e in std::fs::read_dir(shaders_dir()).expect("shaders/") {
-        let n = e.expect("dir entry").file_name().to_string_lossy().into_owned();
+        let n = e
+            .expect("dir entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if n.ends_with(".wgsl") {
-            assert!(files.contains(&n.as_str()), "{n} is not a Kernel (dead shader?)");
+            assert!(
+                files.contains(&n.as_str()),
+                "{n} is not a Kernel (dead shader?)"
+            );
         }
     }
 }
@@ -91,17 +115,25 @@ fn uniform_structs_match_wgsl_layout() {
             .types
             .iter()
             .find_map(|(_, ty)| match (&ty.name, &ty.inner) {
-                (Some(n), naga::TypeInner::Struct { members, span }) if n == struct_name => Some((*span, members.clone())),
+                (Some(n), naga::TypeInner::Struct { members, span }) if n == struct_name => {
+                    Some((*span, members.clone()))
+                }
                 _ => None,
             })
             .unwrap_or_else(|| panic!("{file}: no struct {struct_name}"));
-        let wgsl: Vec<(String, usize)> =
-            members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize)).collect();
+        let wgsl: Vec<(String, usize)> = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize))
+            .collect();
         let rust: Vec<(String, usize)> = fields.iter().map(|(n, o)| (n.to_string(), *o)).collect();
         assert_eq!(wgsl, rust, "{file}: {struct_name} field offsets");
         assert_eq!(span as usize, rust_size, "{file}: {struct_name} size");
         if struct_name != "Candidate" {
-            assert_eq!(rust_size % 16, 0, "{struct_name}: uniform buffer size must be a multiple of 16");
+            assert_eq!(
+                rust_size % 16,
+                0,
+                "{struct_name}: uniform buffer size must be a multiple of 16"
+            );
         }
     }
 }

@@ -8,8 +8,8 @@
 use super::pq_scan::batch_size;
 use super::topk_merge::encode_merge;
 use super::{
-    bytes_of_count, candidates_from_bytes, check_k, plan_blocks, split_results, BlockPlan, Candidate, FieldOffsets,
-    GpuContext, GpuError, Kernel,
+    bytes_of_count, candidates_from_bytes, check_k, plan_blocks, split_results, BlockPlan,
+    Candidate, FieldOffsets, GpuContext, GpuError, Kernel,
 };
 
 /// Storage precision of the vectors on the GPU.
@@ -55,11 +55,20 @@ impl ExactParams {
         ("d", std::mem::offset_of!(ExactParams, d)),
         ("k", std::mem::offset_of!(ExactParams, k)),
         ("row_base", std::mem::offset_of!(ExactParams, row_base)),
-        ("rows_per_wg", std::mem::offset_of!(ExactParams, rows_per_wg)),
-        ("lists_per_query", std::mem::offset_of!(ExactParams, lists_per_query)),
+        (
+            "rows_per_wg",
+            std::mem::offset_of!(ExactParams, rows_per_wg),
+        ),
+        (
+            "lists_per_query",
+            std::mem::offset_of!(ExactParams, lists_per_query),
+        ),
         ("list_base", std::mem::offset_of!(ExactParams, list_base)),
         ("tag", std::mem::offset_of!(ExactParams, tag)),
-        ("normalize_rows", std::mem::offset_of!(ExactParams, normalize_rows)),
+        (
+            "normalize_rows",
+            std::mem::offset_of!(ExactParams, normalize_rows),
+        ),
         ("_pad0", std::mem::offset_of!(ExactParams, _pad0)),
         ("_pad1", std::mem::offset_of!(ExactParams, _pad1)),
         ("_pad2", std::mem::offset_of!(ExactParams, _pad2)),
@@ -109,7 +118,10 @@ pub fn exact_topk_reference(
     super::lut::check_queries(queries, nq, d)?;
     let stored: Vec<f32> = match precision {
         Precision::F32 => vectors.to_vec(),
-        Precision::F16 => vectors.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+        Precision::F16 => vectors
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_f32())
+            .collect(),
     };
     Ok((0..nq)
         .map(|q| {
@@ -121,7 +133,11 @@ pub fn exact_topk_reference(
                     vv += v[i] * v[i];
                 }
                 let score = if normalize_rows { dot / vv.sqrt() } else { dot };
-                Candidate { score, row: r as u32, tag }
+                Candidate {
+                    score,
+                    row: r as u32,
+                    tag,
+                }
             });
             super::topk_reference(scored, k)
         })
@@ -155,7 +171,9 @@ pub(crate) fn upload_vectors(
         });
     }
     if (row_base as u64) + (n as u64) > u32::MAX as u64 - 1 {
-        return Err(GpuError::InvalidInput("more than 2^32 - 2 rows in one layer".into()));
+        return Err(GpuError::InvalidInput(
+            "more than 2^32 - 2 rows in one layer".into(),
+        ));
     }
     let mut chunks = Vec::new();
     let mut start = 0usize;
@@ -169,7 +187,11 @@ pub(crate) fn upload_vectors(
                 ctx.storage_init("vectors f16", bytemuck::cast_slice(&h))
             }
         };
-        chunks.push(VectorChunk { buf, rows: rows as u32, row_base: row_base + start as u32 });
+        chunks.push(VectorChunk {
+            buf,
+            rows: rows as u32,
+            row_base: row_base + start as u32,
+        });
         start += rows;
     }
     Ok(chunks)
@@ -219,14 +241,22 @@ pub(crate) fn encode_exact(
         ctx.dispatch(enc, kernel, &bind, (plan.groups, nq))?;
         list_base += plan.groups;
     }
-    let per_query = u32::try_from(per_query)
-        .map_err(|_| GpuError::InvalidInput(format!("{per_query} candidates per query overflow u32")))?;
+    let per_query = u32::try_from(per_query).map_err(|_| {
+        GpuError::InvalidInput(format!("{per_query} candidates per query overflow u32"))
+    })?;
     encode_merge(ctx, enc, &cands, nq, per_query, k)
 }
 
 /// Per-chunk plans and lists per query.
-pub(crate) fn plan_vector_chunks(chunks: &[VectorChunk], nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
-    let plans: Vec<BlockPlan> = chunks.iter().map(|c| plan_blocks(c.rows, nq, max_groups)).collect();
+pub(crate) fn plan_vector_chunks(
+    chunks: &[VectorChunk],
+    nq: u32,
+    max_groups: u32,
+) -> (Vec<BlockPlan>, u32) {
+    let plans: Vec<BlockPlan> = chunks
+        .iter()
+        .map(|c| plan_blocks(c.rows, nq, max_groups))
+        .collect();
     let lists = plans.iter().map(|p| p.groups).sum();
     (plans, lists)
 }
@@ -260,7 +290,10 @@ pub(crate) async fn exact_search_chunks(
     let batch = batch_size(
         ctx,
         nq,
-        &[("queries", bytes_of_count(d, 4, "query")?), ("candidate lists", lists as u64 * k as u64 * 12)],
+        &[
+            ("queries", bytes_of_count(d, 4, "query")?),
+            ("candidate lists", lists as u64 * k as u64 * 12),
+        ],
     )?;
     let mut out = Vec::with_capacity(nq);
     for q0 in (0..nq).step_by(batch) {
@@ -273,9 +306,28 @@ pub(crate) async fn exact_search_chunks(
         let qbuf = ctx.storage_init("queries", bytemuck::cast_slice(&qn));
         let mut enc = ctx.encoder("exact_topk");
         let res = encode_exact(
-            ctx, &mut enc, chunks, &plans, lists, d as u32, precision, normalize_rows, &qbuf, nqb as u32, k32, tag,
+            ctx,
+            &mut enc,
+            chunks,
+            &plans,
+            lists,
+            d as u32,
+            precision,
+            normalize_rows,
+            &qbuf,
+            nqb as u32,
+            k32,
+            tag,
         )?;
-        let raw = ctx.submit_and_read("exact_topk", scopes, enc, &res, bytes_of_count(nqb * k, 12, "results")?).await?;
+        let raw = ctx
+            .submit_and_read(
+                "exact_topk",
+                scopes,
+                enc,
+                &res,
+                bytes_of_count(nqb * k, 12, "results")?,
+            )
+            .await?;
         out.extend(split_results(&candidates_from_bytes(&raw), nqb, k));
     }
     Ok(out)
@@ -299,5 +351,16 @@ pub async fn exact_topk(
         return Err(GpuError::MissingFeature("shader-f16"));
     }
     let chunks = upload_vectors(ctx, vectors, n, d, precision, 0)?;
-    exact_search_chunks(ctx, &chunks, d, precision, normalize_rows, queries, nq, k, 0).await
+    exact_search_chunks(
+        ctx,
+        &chunks,
+        d,
+        precision,
+        normalize_rows,
+        queries,
+        nq,
+        k,
+        0,
+    )
+    .await
 }

@@ -68,12 +68,18 @@ impl PqCodebooks<'_> {
     pub fn validate(&self) -> Result<(), GpuError> {
         let bad = |m: String| Err(GpuError::InvalidInput(m));
         if self.m == 0 || self.dsub == 0 || self.d == 0 {
-            return bad(format!("codebooks need m, dsub, d > 0 (m={}, dsub={}, d={})", self.m, self.dsub, self.d));
+            return bad(format!(
+                "codebooks need m, dsub, d > 0 (m={}, dsub={}, d={})",
+                self.m, self.dsub, self.d
+            ));
         }
         if self.d > u32::MAX as usize / 2 || self.m > 65535 {
             return bad(format!("codebooks too large (m={}, d={})", self.m, self.d));
         }
-        let want = self.m.checked_mul(256).and_then(|x| x.checked_mul(self.dsub));
+        let want = self
+            .m
+            .checked_mul(256)
+            .and_then(|x| x.checked_mul(self.dsub));
         if want != Some(self.centroids.len()) {
             return bad(format!(
                 "centroids hold {} floats, [m={}, 256, dsub={}] needs {:?}",
@@ -85,11 +91,19 @@ impl PqCodebooks<'_> {
         }
         let offs = self.offsets_vec();
         if offs.len() != self.m {
-            return bad(format!("{} sub-space offsets for m = {}", offs.len(), self.m));
+            return bad(format!(
+                "{} sub-space offsets for m = {}",
+                offs.len(),
+                self.m
+            ));
         }
         for (j, &o) in offs.iter().enumerate() {
             if o as usize + self.dsub > self.d {
-                return bad(format!("code byte {j}: sub-space [{o}, {}) exceeds d = {}", o as usize + self.dsub, self.d));
+                return bad(format!(
+                    "code byte {j}: sub-space [{o}, {}) exceeds d = {}",
+                    o as usize + self.dsub,
+                    self.d
+                ));
             }
         }
         Ok(())
@@ -97,7 +111,11 @@ impl PqCodebooks<'_> {
 }
 
 /// CPU twin of `lut.wgsl`: `[nq, m, 256]` (no padding). Sums in the kernel's order.
-pub fn build_luts_reference(queries: &[f32], nq: usize, books: &PqCodebooks) -> Result<Vec<f32>, GpuError> {
+pub fn build_luts_reference(
+    queries: &[f32],
+    nq: usize,
+    books: &PqCodebooks,
+) -> Result<Vec<f32>, GpuError> {
     books.validate()?;
     check_queries(queries, nq, books.d)?;
     let offs = books.offsets_vec();
@@ -171,9 +189,19 @@ impl LutTables {
         let bytes = self.lut_bytes_per_query() * nq as u64;
         ctx.check_binding("lookup tables", bytes)?;
         let lut = ctx.storage_out("pq lut", bytes);
-        let params = LutParams { nq, d: self.d, m: self.m, m_pad: self.m_pad, dsub: self.dsub, ..bytemuck::Zeroable::zeroed() };
+        let params = LutParams {
+            nq,
+            d: self.d,
+            m: self.m,
+            m_pad: self.m_pad,
+            dsub: self.dsub,
+            ..bytemuck::Zeroable::zeroed()
+        };
         let ubuf = ctx.uniform_init("lut params", &params);
-        let bind = ctx.bind(Kernel::Lut, &[&ubuf, queries, &self.centroids, &self.offsets, &lut])?;
+        let bind = ctx.bind(
+            Kernel::Lut,
+            &[&ubuf, queries, &self.centroids, &self.offsets, &lut],
+        )?;
         ctx.dispatch(enc, Kernel::Lut, &bind, (self.m_pad, nq))?;
         Ok(lut)
     }
@@ -181,7 +209,12 @@ impl LutTables {
 
 /// Build the lookup tables on the GPU and read them back: `[nq, m, 256]` (padding rows dropped),
 /// the same layout as [`build_luts_reference`].
-pub async fn build_luts(ctx: &GpuContext, queries: &[f32], nq: usize, books: &PqCodebooks<'_>) -> Result<Vec<f32>, GpuError> {
+pub async fn build_luts(
+    ctx: &GpuContext,
+    queries: &[f32],
+    nq: usize,
+    books: &PqCodebooks<'_>,
+) -> Result<Vec<f32>, GpuError> {
     ctx.check_alive("lut")?;
     check_queries(queries, nq, books.d)?;
     if nq == 0 {

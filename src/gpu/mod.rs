@@ -47,7 +47,11 @@ pub enum GpuError {
         "GPU limit `{limit}` is too small: {need} needed, the adapter allows {have}; \
          use the CPU search (or a smaller layer / fewer queries per batch)"
     )]
-    LimitTooSmall { limit: &'static str, need: u64, have: u64 },
+    LimitTooSmall {
+        limit: &'static str,
+        need: u64,
+        have: u64,
+    },
     /// An optional feature a kernel needs is missing.
     #[error("the GPU adapter lacks the `{0}` feature; use the f32 variant")]
     MissingFeature(&'static str),
@@ -89,7 +93,11 @@ pub struct Candidate {
 
 impl Candidate {
     /// The empty slot: `(-inf, u32::MAX, u32::MAX)`, last in every order.
-    pub const EMPTY: Candidate = Candidate { score: f32::NEG_INFINITY, row: EMPTY_ROW, tag: EMPTY_ROW };
+    pub const EMPTY: Candidate = Candidate {
+        score: f32::NEG_INFINITY,
+        row: EMPTY_ROW,
+        tag: EMPTY_ROW,
+    };
 
     /// A real hit: finite or `+inf` score (NaN and `-inf` never enter a top-k).
     pub fn is_hit(&self) -> bool {
@@ -102,7 +110,11 @@ impl Candidate {
 pub fn candidate_order(a: &Candidate, b: &Candidate) -> Ordering {
     let (sa, sb) = (sanitize_score(a.score), sanitize_score(b.score));
     if sa != sb {
-        return if sa > sb { Ordering::Less } else { Ordering::Greater };
+        return if sa > sb {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
     }
     a.row.cmp(&b.row).then(a.tag.cmp(&b.tag))
 }
@@ -120,7 +132,10 @@ pub fn sanitize_score(s: f32) -> f32 {
 pub fn topk_reference(cands: impl IntoIterator<Item = Candidate>, k: usize) -> Vec<Candidate> {
     let mut hits: Vec<Candidate> = cands
         .into_iter()
-        .map(|c| Candidate { score: sanitize_score(c.score), ..c })
+        .map(|c| Candidate {
+            score: sanitize_score(c.score),
+            ..c
+        })
         .filter(Candidate::is_hit)
         .collect();
     hits.sort_by(candidate_order);
@@ -142,8 +157,13 @@ const TOPK_COMMON: &str = include_str!("../../shaders/topk_common.wgsl");
 
 impl Kernel {
     /// All kernels.
-    pub const ALL: [Kernel; 5] =
-        [Kernel::Lut, Kernel::PqScan, Kernel::ExactTopk, Kernel::ExactTopkF16, Kernel::TopkMerge];
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Lut,
+        Kernel::PqScan,
+        Kernel::ExactTopk,
+        Kernel::ExactTopkF16,
+        Kernel::TopkMerge,
+    ];
 
     /// File name in `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -257,13 +277,37 @@ impl std::fmt::Debug for GpuContext {
 /// Limits every kernel needs: (name, needed, adapter value).
 fn check_limits(l: &wgpu::Limits) -> Result<(), GpuError> {
     let checks: [(&'static str, u64, u64); 6] = [
-        ("max_compute_invocations_per_workgroup", WORKGROUP as u64, l.max_compute_invocations_per_workgroup as u64),
-        ("max_compute_workgroup_size_x", WORKGROUP as u64, l.max_compute_workgroup_size_x as u64),
+        (
+            "max_compute_invocations_per_workgroup",
+            WORKGROUP as u64,
+            l.max_compute_invocations_per_workgroup as u64,
+        ),
+        (
+            "max_compute_workgroup_size_x",
+            WORKGROUP as u64,
+            l.max_compute_workgroup_size_x as u64,
+        ),
         // three arrays of SORT_N words in topk_common.wgsl
-        ("max_compute_workgroup_storage_size", 3 * 4 * SORT_N as u64, l.max_compute_workgroup_storage_size as u64),
-        ("max_storage_buffers_per_shader_stage", 4, l.max_storage_buffers_per_shader_stage as u64),
-        ("max_uniform_buffers_per_shader_stage", 1, l.max_uniform_buffers_per_shader_stage as u64),
-        ("max_compute_workgroups_per_dimension", 1, l.max_compute_workgroups_per_dimension as u64),
+        (
+            "max_compute_workgroup_storage_size",
+            3 * 4 * SORT_N as u64,
+            l.max_compute_workgroup_storage_size as u64,
+        ),
+        (
+            "max_storage_buffers_per_shader_stage",
+            4,
+            l.max_storage_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_uniform_buffers_per_shader_stage",
+            1,
+            l.max_uniform_buffers_per_shader_stage as u64,
+        ),
+        (
+            "max_compute_workgroups_per_dimension",
+            1,
+            l.max_compute_workgroups_per_dimension as u64,
+        ),
     ];
     for (limit, need, have) in checks {
         if have < need {
@@ -305,7 +349,11 @@ impl GpuContext {
         let adapter_limits = adapter.limits();
         check_limits(&adapter_limits)?;
         let f16 = options.allow_f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
-        let required_features = if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() };
+        let required_features = if f16 {
+            wgpu::Features::SHADER_F16
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("latentlens"),
@@ -314,7 +362,10 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError::RequestDevice { adapter: info.name.clone(), msg: e.to_string() })?;
+            .map_err(|e| GpuError::RequestDevice {
+                adapter: info.name.clone(),
+                msg: e.to_string(),
+            })?;
         let limits = device.limits();
 
         let lost = Arc::new(Mutex::new(None::<String>));
@@ -332,7 +383,9 @@ impl GpuContext {
             }
         }));
 
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let mut max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if let Some(cap) = options.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
@@ -342,11 +395,25 @@ impl GpuContext {
             lut: compile(&device, Kernel::Lut).await?,
             pq_scan: compile(&device, Kernel::PqScan).await?,
             exact: compile(&device, Kernel::ExactTopk).await?,
-            exact_f16: if f16 { Some(compile(&device, Kernel::ExactTopkF16).await?) } else { None },
+            exact_f16: if f16 {
+                Some(compile(&device, Kernel::ExactTopkF16).await?)
+            } else {
+                None
+            },
             merge: compile(&device, Kernel::TopkMerge).await?,
         };
         Ok(GpuContext {
-            inner: Arc::new(Inner { device, queue, info, limits, f16, max_binding, lost, uncaptured, pipelines }),
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                limits,
+                f16,
+                max_binding,
+                lost,
+                uncaptured,
+                pipelines,
+            }),
         })
     }
 
@@ -387,7 +454,10 @@ impl GpuContext {
             Kernel::Lut => Ok(&p.lut),
             Kernel::PqScan => Ok(&p.pq_scan),
             Kernel::ExactTopk => Ok(&p.exact),
-            Kernel::ExactTopkF16 => p.exact_f16.as_ref().ok_or(GpuError::MissingFeature("shader-f16")),
+            Kernel::ExactTopkF16 => p
+                .exact_f16
+                .as_ref()
+                .ok_or(GpuError::MissingFeature("shader-f16")),
             Kernel::TopkMerge => Ok(&p.merge),
         }
     }
@@ -435,20 +505,24 @@ impl GpuContext {
         } else {
             bytes
         };
-        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        })
+        self.inner
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            })
     }
 
     /// Uniform buffer holding one params struct.
     pub(crate) fn uniform_init<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.inner.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.inner
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
     }
 
     /// Uninitialised storage buffer a kernel writes (at least 4 bytes).
@@ -462,18 +536,28 @@ impl GpuContext {
     }
 
     /// Bind group 0 of `kernel` with `buffers` at bindings 0, 1, ….
-    pub(crate) fn bind(&self, kernel: Kernel, buffers: &[&wgpu::Buffer]) -> Result<wgpu::BindGroup, GpuError> {
+    pub(crate) fn bind(
+        &self,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<wgpu::BindGroup, GpuError> {
         let pipeline = self.pipeline(kernel)?;
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
-        Ok(self.inner.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(kernel.file_name()),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        }))
+        Ok(self
+            .inner
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.file_name()),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            }))
     }
 
     /// Record one dispatch of `kernel`.
@@ -507,13 +591,21 @@ impl GpuContext {
     }
 
     pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
-        self.inner.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+        self.inner
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
     /// Open validation and out-of-memory error scopes around GPU work.
     pub(crate) fn scopes(&self) -> Scopes {
-        let oom = self.inner.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self.inner.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self
+            .inner
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         Scopes { validation, oom }
     }
 
@@ -548,10 +640,14 @@ impl GpuContext {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| self.lost_or(what, e.to_string()))?;
-        let mapped = rx.await.map_err(|_| self.lost_or(what, "map callback dropped".into()))?;
+        let mapped = rx
+            .await
+            .map_err(|_| self.lost_or(what, "map callback dropped".into()))?;
         mapped.map_err(|e| self.lost_or(what, e.to_string()))?;
         let out = {
-            let view = staging.get_mapped_range(..).map_err(|e| self.lost_or(what, e.to_string()))?;
+            let view = staging
+                .get_mapped_range(..)
+                .map_err(|e| self.lost_or(what, e.to_string()))?;
             view[..bytes as usize].to_vec()
         };
         staging.unmap();
@@ -577,7 +673,10 @@ impl Scopes {
         let v = self.validation.pop().await;
         let o = self.oom.pop().await;
         if let Some(e) = v.or(o) {
-            return Err(GpuError::Kernel { what, msg: e.to_string() });
+            return Err(GpuError::Kernel {
+                what,
+                msg: e.to_string(),
+            });
         }
         Ok(())
     }
@@ -599,7 +698,10 @@ async fn compile(device: &wgpu::Device, kernel: Kernel) -> Result<wgpu::ComputeP
         cache: None,
     });
     if let Some(e) = scope.pop().await {
-        return Err(GpuError::Kernel { what: kernel.file_name(), msg: e.to_string() });
+        return Err(GpuError::Kernel {
+            what: kernel.file_name(),
+            msg: e.to_string(),
+        });
     }
     Ok(pipeline)
 }
@@ -623,13 +725,18 @@ pub(crate) fn plan_blocks(n_rows: u32, nq: u32, max_groups: u32) -> BlockPlan {
     let mut rows_per_wg = n_rows.div_ceil(want_groups).max(1).div_ceil(STEP) * STEP;
     rows_per_wg = rows_per_wg.max(n_rows.div_ceil(max_groups.max(1)).div_ceil(STEP) * STEP);
     let groups = n_rows.div_ceil(rows_per_wg).max(1);
-    BlockPlan { rows_per_wg, groups }
+    BlockPlan {
+        rows_per_wg,
+        groups,
+    }
 }
 
 /// Validate `k` for the kernels.
 pub(crate) fn check_k(k: usize) -> Result<u32, GpuError> {
     if k == 0 || k > MAX_K {
-        return Err(GpuError::InvalidInput(format!("k = {k}: the GPU top-k needs 1 <= k <= {MAX_K}")));
+        return Err(GpuError::InvalidInput(format!(
+            "k = {k}: the GPU top-k needs 1 <= k <= {MAX_K}"
+        )));
     }
     Ok(k as u32)
 }
@@ -637,7 +744,14 @@ pub(crate) fn check_k(k: usize) -> Result<u32, GpuError> {
 /// Split `[nq, k]` kernel output into per-query hit lists.
 pub(crate) fn split_results(out: &[Candidate], nq: usize, k: usize) -> Vec<Vec<Candidate>> {
     (0..nq)
-        .map(|q| out.get(q * k..(q + 1) * k).unwrap_or(&[]).iter().copied().filter(Candidate::is_hit).collect())
+        .map(|q| {
+            out.get(q * k..(q + 1) * k)
+                .unwrap_or(&[])
+                .iter()
+                .copied()
+                .filter(Candidate::is_hit)
+                .collect()
+        })
         .collect()
 }
 
@@ -655,7 +769,10 @@ pub(crate) fn candidates_from_bytes(bytes: &[u8]) -> Vec<Candidate> {
 
 /// Decode little-endian f32 bytes.
 pub(crate) fn f32s_from_bytes(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// `a * b` as u64 bytes-count helper with overflow check.
@@ -672,12 +789,42 @@ pub type FieldOffsets = &'static [(&'static str, usize)];
 /// Every uniform params struct: (WGSL file, WGSL struct name, Rust size, field offsets).
 pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets)> {
     vec![
-        ("lut.wgsl", "LutParams", std::mem::size_of::<lut::LutParams>(), lut::LutParams::FIELDS),
-        ("pq_scan.wgsl", "ScanParams", std::mem::size_of::<pq_scan::ScanParams>(), pq_scan::ScanParams::FIELDS),
-        ("exact_topk.wgsl", "ExactParams", std::mem::size_of::<exact_topk::ExactParams>(), exact_topk::ExactParams::FIELDS),
-        ("exact_topk_f16.wgsl", "ExactParams", std::mem::size_of::<exact_topk::ExactParams>(), exact_topk::ExactParams::FIELDS),
-        ("topk_merge.wgsl", "MergeParams", std::mem::size_of::<topk_merge::MergeParams>(), topk_merge::MergeParams::FIELDS),
-        ("topk_common.wgsl", "Candidate", std::mem::size_of::<Candidate>(), CANDIDATE_FIELDS),
+        (
+            "lut.wgsl",
+            "LutParams",
+            std::mem::size_of::<lut::LutParams>(),
+            lut::LutParams::FIELDS,
+        ),
+        (
+            "pq_scan.wgsl",
+            "ScanParams",
+            std::mem::size_of::<pq_scan::ScanParams>(),
+            pq_scan::ScanParams::FIELDS,
+        ),
+        (
+            "exact_topk.wgsl",
+            "ExactParams",
+            std::mem::size_of::<exact_topk::ExactParams>(),
+            exact_topk::ExactParams::FIELDS,
+        ),
+        (
+            "exact_topk_f16.wgsl",
+            "ExactParams",
+            std::mem::size_of::<exact_topk::ExactParams>(),
+            exact_topk::ExactParams::FIELDS,
+        ),
+        (
+            "topk_merge.wgsl",
+            "MergeParams",
+            std::mem::size_of::<topk_merge::MergeParams>(),
+            topk_merge::MergeParams::FIELDS,
+        ),
+        (
+            "topk_common.wgsl",
+            "Candidate",
+            std::mem::size_of::<Candidate>(),
+            CANDIDATE_FIELDS,
+        ),
     ]
 }
 
@@ -686,3 +833,59 @@ const CANDIDATE_FIELDS: FieldOffsets = &[
     ("row", std::mem::offset_of!(Candidate, row)),
     ("tag", std::mem::offset_of!(Candidate, tag)),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_cover_every_row_within_the_dispatch_limit() {
+        for &(n, nq, max) in &[
+            (1u32, 1u32, 65535u32),
+            (100_000, 64, 65535),
+            (100_000, 1, 65535),
+            (5_000_000, 1, 100),
+            (511, 3, 1),
+        ] {
+            let p = plan_blocks(n, nq, max);
+            assert_eq!(p.rows_per_wg % STEP, 0, "{p:?}");
+            assert!(
+                p.groups as u64 * p.rows_per_wg as u64 >= n as u64,
+                "{p:?} leaves rows out of {n}"
+            );
+            assert!(
+                (p.groups - 1) as u64 * (p.rows_per_wg as u64) < n.max(1) as u64,
+                "{p:?}: an empty workgroup"
+            );
+            assert!(p.groups <= max, "{p:?} over the dispatch limit {max}");
+        }
+    }
+
+    #[test]
+    fn compose_keeps_enable_directives_first() {
+        let k = "enable f16;\n// requires: topk_common.wgsl\nfn main() {}\n";
+        let s = compose_wgsl(k, "const X: u32 = 1u;");
+        assert!(s.starts_with("enable f16;\nconst X"), "{s}");
+        assert_eq!(compose_wgsl("fn f() {}", "const X: u32 = 1u;"), "fn f() {}");
+    }
+
+    #[test]
+    fn reference_topk_orders_by_score_row_tag_and_drops_nan() {
+        let c = |score: f32, row: u32, tag: u32| Candidate { score, row, tag };
+        let got = topk_reference(
+            vec![
+                c(1.0, 5, 1),
+                c(f32::NAN, 0, 0),
+                c(2.0, 9, 0),
+                c(1.0, 5, 0),
+                c(1.0, 3, 2),
+                Candidate::EMPTY,
+            ],
+            10,
+        );
+        assert_eq!(
+            got,
+            vec![c(2.0, 9, 0), c(1.0, 3, 2), c(1.0, 5, 0), c(1.0, 5, 1)]
+        );
+    }
+}

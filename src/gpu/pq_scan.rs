@@ -8,8 +8,8 @@
 
 use super::topk_merge::encode_merge;
 use super::{
-    bytes_of_count, candidates_from_bytes, check_k, plan_blocks, split_results, BlockPlan, Candidate, FieldOffsets,
-    GpuContext, GpuError, Kernel,
+    bytes_of_count, candidates_from_bytes, check_k, plan_blocks, split_results, BlockPlan,
+    Candidate, FieldOffsets, GpuContext, GpuError, Kernel,
 };
 
 /// Uniform params of `pq_scan.wgsl` (`struct ScanParams`, 32 bytes).
@@ -34,7 +34,10 @@ impl ScanParams {
         ("k", std::mem::offset_of!(ScanParams, k)),
         ("row_base", std::mem::offset_of!(ScanParams, row_base)),
         ("rows_per_wg", std::mem::offset_of!(ScanParams, rows_per_wg)),
-        ("lists_per_query", std::mem::offset_of!(ScanParams, lists_per_query)),
+        (
+            "lists_per_query",
+            std::mem::offset_of!(ScanParams, lists_per_query),
+        ),
         ("list_base", std::mem::offset_of!(ScanParams, list_base)),
         ("tag", std::mem::offset_of!(ScanParams, tag)),
     ];
@@ -48,7 +51,9 @@ fn check_codes(codes: &[u8], n: usize, m: usize) -> Result<(), GpuError> {
         )));
     }
     if n > u32::MAX as usize - 1 {
-        return Err(GpuError::InvalidInput(format!("{n} rows: at most 2^32 - 2 rows per layer")));
+        return Err(GpuError::InvalidInput(format!(
+            "{n} rows: at most 2^32 - 2 rows per layer"
+        )));
     }
     Ok(())
 }
@@ -88,7 +93,11 @@ pub fn pq_scan_reference(
                 for (j, &c) in row.iter().enumerate() {
                     acc += lut[j * 256 + c as usize];
                 }
-                Candidate { score: acc, row: r as u32, tag }
+                Candidate {
+                    score: acc,
+                    row: r as u32,
+                    tag,
+                }
             });
             super::topk_reference(scored, k)
         })
@@ -131,7 +140,9 @@ pub(crate) fn upload_codes(
         });
     }
     if (row_base as u64) + (n as u64) > u32::MAX as u64 - 1 {
-        return Err(GpuError::InvalidInput("more than 2^32 - 2 rows in one layer".into()));
+        return Err(GpuError::InvalidInput(
+            "more than 2^32 - 2 rows in one layer".into(),
+        ));
     }
     let mut chunks = Vec::new();
     let mut start = 0usize;
@@ -149,14 +160,22 @@ pub(crate) fn upload_codes(
 }
 
 /// Per-chunk plans and the number of candidate lists per query.
-pub(crate) fn plan_chunks(rows: impl Iterator<Item = u32>, nq: u32, max_groups: u32) -> (Vec<BlockPlan>, u32) {
+pub(crate) fn plan_chunks(
+    rows: impl Iterator<Item = u32>,
+    nq: u32,
+    max_groups: u32,
+) -> (Vec<BlockPlan>, u32) {
     let plans: Vec<BlockPlan> = rows.map(|r| plan_blocks(r, nq, max_groups)).collect();
     let lists = plans.iter().map(|p| p.groups).sum();
     (plans, lists)
 }
 
 /// Queries per batch so every per-batch buffer fits the binding limit and the dispatch limit.
-pub(crate) fn batch_size(ctx: &GpuContext, nq: usize, per_query_bytes: &[(&'static str, u64)]) -> Result<usize, GpuError> {
+pub(crate) fn batch_size(
+    ctx: &GpuContext,
+    nq: usize,
+    per_query_bytes: &[(&'static str, u64)],
+) -> Result<usize, GpuError> {
     let mut b = nq.min(ctx.max_workgroups() as usize).max(1);
     for &(what, bytes) in per_query_bytes {
         ctx.check_binding(what, bytes)?;
@@ -201,8 +220,9 @@ pub(crate) fn encode_scan(
         ctx.dispatch(enc, Kernel::PqScan, &bind, (plan.groups, nq))?;
         list_base += plan.groups;
     }
-    let per_query = u32::try_from(per_query)
-        .map_err(|_| GpuError::InvalidInput(format!("{per_query} candidates per query overflow u32")))?;
+    let per_query = u32::try_from(per_query).map_err(|_| {
+        GpuError::InvalidInput(format!("{per_query} candidates per query overflow u32"))
+    })?;
     encode_merge(ctx, enc, &cands, nq, per_query, k)
 }
 
@@ -232,9 +252,20 @@ pub async fn pq_scan(
     let chunks = upload_codes(ctx, codes, n, m, 0)?;
     let m_pad = m.div_ceil(4) * 4;
     let words = (m_pad / 4) as u32;
-    let (plans, lists) = plan_chunks(chunks.iter().map(|c| c.rows), nq as u32, ctx.max_workgroups());
+    let (plans, lists) = plan_chunks(
+        chunks.iter().map(|c| c.rows),
+        nq as u32,
+        ctx.max_workgroups(),
+    );
     let lut_bytes = m_pad as u64 * 256 * 4;
-    let batch = batch_size(ctx, nq, &[("lookup tables", lut_bytes), ("candidate lists", lists as u64 * k as u64 * 12)])?;
+    let batch = batch_size(
+        ctx,
+        nq,
+        &[
+            ("lookup tables", lut_bytes),
+            ("candidate lists", lists as u64 * k as u64 * 12),
+        ],
+    )?;
     let mut out = Vec::with_capacity(nq);
     for q0 in (0..nq).step_by(batch) {
         let nqb = batch.min(nq - q0);
@@ -247,9 +278,13 @@ pub async fn pq_scan(
         let scopes = ctx.scopes();
         let lut = ctx.storage_init("pq lut", bytemuck::cast_slice(&padded));
         let mut enc = ctx.encoder("pq_scan");
-        let res = encode_scan(ctx, &mut enc, &chunks, &plans, lists, words, &lut, nqb as u32, k32, tag)?;
+        let res = encode_scan(
+            ctx, &mut enc, &chunks, &plans, lists, words, &lut, nqb as u32, k32, tag,
+        )?;
         let bytes = bytes_of_count(nqb * k, 12, "results")?;
-        let raw = ctx.submit_and_read("pq_scan", scopes, enc, &res, bytes).await?;
+        let raw = ctx
+            .submit_and_read("pq_scan", scopes, enc, &res, bytes)
+            .await?;
         out.extend(split_results(&candidates_from_bytes(&raw), nqb, k));
     }
     Ok(out)

@@ -5,8 +5,8 @@
 //! (one list per bank layer, `tag` = bank-layer slot: equal score and row → lower slot first).
 
 use super::{
-    bytes_of_count, candidates_from_bytes, check_k, split_results, topk_reference, Candidate, FieldOffsets,
-    GpuContext, GpuError, Kernel,
+    bytes_of_count, candidates_from_bytes, check_k, split_results, topk_reference, Candidate,
+    FieldOffsets, GpuContext, GpuError, Kernel,
 };
 
 /// Uniform params of `topk_merge.wgsl` (`struct MergeParams`, 16 bytes).
@@ -30,18 +30,32 @@ impl MergeParams {
 }
 
 /// CPU twin: best `k` of each query's `per_query` candidates (`cands` is `[nq, per_query]`).
-pub fn merge_topk_reference(cands: &[Candidate], nq: usize, per_query: usize, k: usize) -> Result<Vec<Vec<Candidate>>, GpuError> {
+pub fn merge_topk_reference(
+    cands: &[Candidate],
+    nq: usize,
+    per_query: usize,
+    k: usize,
+) -> Result<Vec<Vec<Candidate>>, GpuError> {
     check_cands(cands, nq, per_query)?;
-    Ok((0..nq).map(|q| topk_reference(cands[q * per_query..(q + 1) * per_query].iter().copied(), k)).collect())
+    Ok((0..nq)
+        .map(|q| topk_reference(cands[q * per_query..(q + 1) * per_query].iter().copied(), k))
+        .collect())
 }
 
 /// CPU twin of the cross-layer merge: `layers[l][q]` is layer l's list for query q; each
 /// candidate's `tag` is set to `l` (its bank-layer slot) before merging.
-pub fn merge_layers_reference(layers: &[Vec<Vec<Candidate>>], nq: usize, k: usize) -> Vec<Vec<Candidate>> {
+pub fn merge_layers_reference(
+    layers: &[Vec<Vec<Candidate>>],
+    nq: usize,
+    k: usize,
+) -> Vec<Vec<Candidate>> {
     (0..nq)
         .map(|q| {
             let all = layers.iter().enumerate().flat_map(|(l, lists)| {
-                lists.get(q).into_iter().flatten().map(move |c| Candidate { tag: l as u32, ..*c })
+                lists.get(q).into_iter().flatten().map(move |c| Candidate {
+                    tag: l as u32,
+                    ..*c
+                })
             });
             topk_reference(all, k)
         })
@@ -70,7 +84,12 @@ pub(crate) fn encode_merge(
     let bytes = nq as u64 * k as u64 * 12;
     ctx.check_binding("merged top-k", bytes)?;
     let out = ctx.storage_out("merged top-k", bytes);
-    let params = MergeParams { nq, per_query, k, _pad0: 0 };
+    let params = MergeParams {
+        nq,
+        per_query,
+        k,
+        _pad0: 0,
+    };
     let ubuf = ctx.uniform_init("merge params", &params);
     let bind = ctx.bind(Kernel::TopkMerge, &[&ubuf, cands, &out])?;
     ctx.dispatch(enc, Kernel::TopkMerge, &bind, (nq, 1))?;
@@ -96,17 +115,38 @@ pub async fn merge_topk(
         return Ok(vec![Vec::new(); nq]);
     }
     let row_bytes = bytes_of_count(per_query, 12, "candidates")?;
-    let per_query32 = u32::try_from(per_query)
-        .map_err(|_| GpuError::InvalidInput(format!("{per_query} candidates per query: at most 2^32 - 1")))?;
-    let batch = super::pq_scan::batch_size(ctx, nq, &[("candidate lists", row_bytes), ("merged top-k", k as u64 * 12)])?;
+    let per_query32 = u32::try_from(per_query).map_err(|_| {
+        GpuError::InvalidInput(format!(
+            "{per_query} candidates per query: at most 2^32 - 1"
+        ))
+    })?;
+    let batch = super::pq_scan::batch_size(
+        ctx,
+        nq,
+        &[
+            ("candidate lists", row_bytes),
+            ("merged top-k", k as u64 * 12),
+        ],
+    )?;
     let mut out = Vec::with_capacity(nq);
     for q0 in (0..nq).step_by(batch) {
         let nqb = batch.min(nq - q0);
         let scopes = ctx.scopes();
-        let cbuf = ctx.storage_init("merge input", bytemuck::cast_slice(&cands[q0 * per_query..(q0 + nqb) * per_query]));
+        let cbuf = ctx.storage_init(
+            "merge input",
+            bytemuck::cast_slice(&cands[q0 * per_query..(q0 + nqb) * per_query]),
+        );
         let mut enc = ctx.encoder("topk_merge");
         let res = encode_merge(ctx, &mut enc, &cbuf, nqb as u32, per_query32, k32)?;
-        let raw = ctx.submit_and_read("topk_merge", scopes, enc, &res, bytes_of_count(nqb * k, 12, "results")?).await?;
+        let raw = ctx
+            .submit_and_read(
+                "topk_merge",
+                scopes,
+                enc,
+                &res,
+                bytes_of_count(nqb * k, 12, "results")?,
+            )
+            .await?;
         out.extend(split_results(&candidates_from_bytes(&raw), nqb, k));
     }
     Ok(out)
@@ -114,9 +154,19 @@ pub async fn merge_topk(
 
 /// GPU cross-layer merge: `layers[l][q]` is layer l's list for query q (any length); candidates
 /// are tagged with their layer slot `l`, lists padded with empty slots, then merged.
-pub async fn merge_layers(ctx: &GpuContext, layers: &[Vec<Vec<Candidate>>], nq: usize, k: usize) -> Result<Vec<Vec<Candidate>>, GpuError> {
+pub async fn merge_layers(
+    ctx: &GpuContext,
+    layers: &[Vec<Vec<Candidate>>],
+    nq: usize,
+    k: usize,
+) -> Result<Vec<Vec<Candidate>>, GpuError> {
     let per_query: usize = (0..nq)
-        .map(|q| layers.iter().map(|l| l.get(q).map_or(0, Vec::len)).sum::<usize>())
+        .map(|q| {
+            layers
+                .iter()
+                .map(|l| l.get(q).map_or(0, Vec::len))
+                .sum::<usize>()
+        })
         .max()
         .unwrap_or(0);
     let mut flat = Vec::with_capacity(nq * per_query);
@@ -124,7 +174,10 @@ pub async fn merge_layers(ctx: &GpuContext, layers: &[Vec<Vec<Candidate>>], nq: 
         let start = flat.len();
         for (l, lists) in layers.iter().enumerate() {
             if let Some(list) = lists.get(q) {
-                flat.extend(list.iter().map(|c| Candidate { tag: l as u32, ..*c }));
+                flat.extend(list.iter().map(|c| Candidate {
+                    tag: l as u32,
+                    ..*c
+                }));
             }
         }
         flat.resize(start + per_query, Candidate::EMPTY);

@@ -165,12 +165,11 @@ fn truncated_or_corrupt_gguf_is_a_clear_error() {
     assert!(matches!(e, ModelError::Weights { .. }), "{e}");
 }
 
-/// Quantised mode (projections kept as Q4_1 blocks, 8-bit activations,
-/// interleaved RoPE on GGUF-ordered q/k rows): close to transformers, not
-/// equal. Checks the interleaved-RoPE equivalence (a wrong layout drops the
-/// cosine far below this bound) and the next-token argmax on most positions.
+/// Quantised mode (projections kept as Q4_1 blocks in llama.cpp's q/k row
+/// order, dequantised inside each matmul, interleaved RoPE): same bar as the
+/// f32 path. A wrong RoPE layout for the permuted rows drops the min cosine to ~0.6.
 #[test]
-fn quantized_mode_stays_close_to_transformers() {
+fn quantized_mode_matches_transformers_like_the_f32_path() {
     let Some(p) = gguf_path() else { return };
     let m = LoadedTextModel::load_with(&p, true).unwrap();
     let bytes = std::fs::read(fixture("hidden_states.safetensors")).unwrap();
@@ -196,7 +195,7 @@ fn quantized_mode_stays_close_to_transformers() {
     }
     let mean = mean_cos.0 / mean_cos.1 as f64;
     eprintln!("quantised mode vs transformers (f32): min per-token cosine {min_cos:.6}, mean {mean:.6}");
-    assert!(min_cos >= 0.98 && mean >= 0.995, "min {min_cos}, mean {mean}");
+    assert!(min_cos >= 0.9999, "min {min_cos}, mean {mean}");
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl LoadedTextModel {
 
     /// As [`LoadedTextModel::from_gguf_bytes`]; with `quantized` the layer
     /// projections stay in their GGUF block format
-    /// ([`TextModel::new_quantized`]: smaller, slightly different numbers).
+    /// ([`TextModel::new_quantized`]: less memory, same numbers).
     pub fn from_gguf_bytes_with(bytes: &[u8], what: &str, quantized: bool) -> Result<Self, ModelError> {
         let dev = Device::Cpu;
         let mut r = Cursor::new(bytes);

@@ -32,7 +32,7 @@ pub struct Args {
     /// Layers to write: `all`, or a list like `0,5,10-12`.
     #[arg(long, default_value = "all")]
     layers: String,
-    /// Keep GGUF projections quantised (smaller; close to, not equal to, the f32 reference).
+    /// Keep GGUF projections quantised in memory (dequantised per matmul: less memory, same numbers).
     #[arg(long)]
     quantized: bool,
     /// Output file (.safetensors).

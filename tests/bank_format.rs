@@ -259,6 +259,11 @@ fn edit_manifest(b: &mut [u8], edit: impl FnOnce(&mut serde_json::Value)) {
     reseal(b);
 }
 
+/// A named edit of the manifest JSON.
+type ManifestEdit = Box<dyn Fn(&mut serde_json::Value)>;
+/// A named edit of the writer's inputs.
+type PartsEdit = Box<dyn Fn(&mut Parts)>;
+
 fn valid() -> Vec<u8> {
     write(&parts(16, 8)).unwrap()
 }
@@ -670,7 +675,7 @@ fn manifest_missing_a_field_names_it() {
 
 #[test]
 fn manifest_with_insane_values_is_refused() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    let cases: Vec<(&str, ManifestEdit)> = vec![
         ("hidden_size", Box::new(|v| v["hidden_size"] = 0.into())),
         (
             "rows_per_chunk",
@@ -950,7 +955,7 @@ fn writer_refuses_inconsistent_input() {
         write(&q)
     };
     assert!(write(&p).is_ok());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Parts)>)> = vec![
+    let cases: Vec<(&str, PartsEdit)> = vec![
         (
             "codes of slot 1",
             Box::new(|q| {

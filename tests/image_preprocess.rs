@@ -220,3 +220,22 @@ fn jpeg_decoding_is_close_to_pil() {
     eprintln!("jpeg: max|ours-PIL|={max} (of 255), mean={mean:.4}, identical bytes={:.1}%", exact * 100.0);
     assert!(max <= 8, "JPEG decoders differ by {max}/255");
 }
+
+/// RGBA PNG: transparency composited onto white exactly as HF's
+/// `convert_to_rgb` (Pillow `alpha_composite`), then SigLIP preprocessing
+/// with a non-square size.
+#[test]
+fn rgba_png_is_composited_on_white_like_hf() {
+    let dir = fixtures().join("preprocess");
+    let img = decode(&std::fs::read(dir.join("chelsea_rgba.png")).unwrap()).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("chelsea_rgba_siglip.json")).unwrap()).unwrap();
+    let out = Processor::from_hf_json(&cfg).unwrap().preprocess(&img).unwrap();
+    let bytes = std::fs::read(dir.join("chelsea_rgba_siglip.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (shape, want) = f32_tensor(&st, "pixel_values");
+    assert_eq!(shape, vec![1, 3, 24, 36]);
+    let d = max_abs_diff(&out.pixel_values, &want);
+    eprintln!("rgba: max|ours-HF|={d:e}");
+    assert!(d <= 1e-6, "RGBA: max abs diff {d}");
+}

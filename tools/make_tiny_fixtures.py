@@ -323,5 +323,19 @@ def main():
     save_file({"rgb": torch.from_numpy(rgb.copy())}, os.path.join(out, "chelsea_jpg_pil_rgb.safetensors"))
 
 
+    # 7. RGBA PNG (alpha gradient): HF composites transparency onto white
+    # (convert_to_rgb) before the processor; the PIL RGBA image is passed as is.
+    small = small_photo("chelsea", (45, 30))
+    alpha = Image.fromarray(np.tile(np.linspace(0, 255, 45).astype(np.uint8), (30, 1)), "L")
+    rgba = small.copy()
+    rgba.putalpha(alpha)
+    rgba.save(os.path.join(out, "chelsea_rgba.png"), optimize=True)
+    p = SiglipImageProcessorPil(size={"height": 24, "width": 36})
+    pv = p(images=Image.open(os.path.join(out, "chelsea_rgba.png")), return_tensors="pt")["pixel_values"]
+    save_file({"pixel_values": pv.to(torch.float32).contiguous()}, os.path.join(out, "chelsea_rgba_siglip.safetensors"))
+    with open(os.path.join(out, "chelsea_rgba_siglip.json"), "w") as f:
+        json.dump(p.to_dict(), f, indent=1, default=str)
+
+
 if __name__ == "__main__":
     main()

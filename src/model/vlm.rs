@@ -162,6 +162,13 @@ impl Vlm {
         }
     }
 
+    /// The model fingerprint of the text side (tokenizer + embedding
+    /// matrix, see [`crate::model::fingerprint`]): a bank built from this
+    /// VLM's LLM carries the same one.
+    pub fn fingerprint(&self) -> Result<String, ModelError> {
+        super::fingerprint::model_fingerprint(&self.tokenizer, self.text_model().embedding_matrix())
+    }
+
     /// The image placeholder token id.
     pub fn image_token_id(&self) -> u32 {
         match &self.model {

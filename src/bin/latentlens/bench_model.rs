@@ -4,11 +4,14 @@
 //! token ids and thread count. Prints a table and ends with one JSON line.
 //!
 //! Input: real text (the WordNet usage sentences of the tokenizer goldens,
-//! joined) cut to 64 and 256 tokens. Agreement: minimum per-token cosine
-//! between our and torch's hidden states over all layers.
+//! joined) cut to 64 and 256 tokens. Timed runs alternate ours / torch (the
+//! reference stays loaded in a child process, 300 ms pause between runs) so
+//! both see the same machine load; medians are reported. Agreement: minimum
+//! per-token cosine between our and torch's hidden states over all layers.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -114,24 +117,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model_name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     println!("model {model_name}: loaded in {load_s:.2} s, {threads} threads, {} reps (median)", args.reps);
 
-    // --- ours ---
+    // --- the reference, started now so it loads while we warm up ---
+    let mut torch_proc = if args.no_torch { None } else { Some(TorchRef::start(&args, &path, &inputs, threads)?) };
+
+    // --- timed runs, ours and torch alternating (same machine load for both) ---
     let mut ours = Vec::new();
-    for (n, ids) in &inputs {
+    let mut torch: Vec<Option<(f64, Vec<f32>)>> = vec![None; inputs.len()];
+    let mut torch_ms_all: Vec<Vec<f64>> = vec![Vec::new(); inputs.len()];
+    if let Some(tp) = torch_proc.as_mut() {
+        tp.wait_ready()?;
+    }
+    for (i, (n, ids)) in inputs.iter().enumerate() {
         m.model.forward_ids(ids)?; // warm-up
         let mut times = Vec::new();
         let mut states = Vec::new();
         for _ in 0..args.reps {
+            if torch_proc.is_some() {
+                // Let the reference's OpenMP workers stop spinning first.
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
             let t = Instant::now();
-            let s = m.model.forward_ids(ids)?;
+            states = m.model.forward_ids(ids)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            states = s;
+            if let Some(tp) = torch_proc.as_mut() {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                torch_ms_all[i].push(tp.run(*n)?);
+            }
         }
         let vecs = latentlens::model::llama::states_to_vecs(&states)?;
         ours.push((*n, median(times), vecs));
     }
     let ours_peak = peak_rss_mb();
+    let mut torch_info = serde_json::Value::Null;
+    if let Some(tp) = torch_proc.take() {
+        let (info, dir) = tp.dump()?;
+        torch_info = info;
+        for (i, (n, _)) in inputs.iter().enumerate() {
+            let raw = std::fs::read(dir.join(format!("states_{n}.f32")))
+                .with_context(|| format!("torch reference wrote no states for {n} tokens"))?;
+            let vals: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            torch[i] = Some((median(torch_ms_all[i].clone()), vals));
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
-    // --- ours, quantised mode (optional; own process memory is not separated) ---
+    // --- ours, quantised-storage mode (optional) ---
     let mut quant: Vec<Option<(f64, Vec<Vec<f32>>)>> = vec![None; inputs.len()];
     if args.quantized {
         let mq = LoadedTextModel::load_with(&path, true)?;
@@ -146,48 +176,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             quant[i] = Some((median(times), latentlens::model::llama::states_to_vecs(&states)?));
         }
-    }
-
-    // --- torch ---
-    let mut torch: Vec<Option<(f64, Vec<f32>)>> = vec![None; inputs.len()];
-    let mut torch_info = serde_json::Value::Null;
-    if !args.no_torch {
-        let py = args
-            .python
-            .clone()
-            .or_else(|| std::env::var_os("LATENTLENS_PYTHON").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_model_torch.py");
-        let dir = std::env::temp_dir().join(format!("latentlens-bench-model-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let ids_json: serde_json::Map<String, serde_json::Value> =
-            inputs.iter().map(|(n, ids)| (n.to_string(), serde_json::json!(ids))).collect();
-        let ids_path = dir.join("ids.json");
-        std::fs::write(&ids_path, serde_json::to_vec(&ids_json)?)?;
-        let out = Command::new(&py)
-            .arg(&script)
-            .args(["--gguf".as_ref(), path.as_os_str()])
-            .args(["--ids".as_ref(), ids_path.as_os_str()])
-            .args(["--threads", &threads.to_string(), "--reps", &args.reps.to_string()])
-            .args(["--out-dir".as_ref(), dir.as_os_str()])
-            .env("OMP_NUM_THREADS", threads.to_string())
-            .output()
-            .with_context(|| format!("running {} (set LATENTLENS_PYTHON or --python, or pass --no-torch)", py.display()))?;
-        if !out.status.success() {
-            bail!("torch reference failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().unwrap_or_default();
-        torch_info = serde_json::from_str(last).with_context(|| format!("torch reference output: {last}"))?;
-        for (i, (n, _)) in inputs.iter().enumerate() {
-            let ms = torch_info["results"][n.to_string()]["ms"].as_f64();
-            let raw = std::fs::read(dir.join(format!("states_{n}.f32"))).ok();
-            if let (Some(ms), Some(raw)) = (ms, raw) {
-                let vals: Vec<f32> = raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                torch[i] = Some((ms, vals));
-            }
-        }
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     println!(
@@ -244,4 +232,80 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// The PyTorch reference process (tools/bench_model_torch.py, line protocol).
+struct TorchRef {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl TorchRef {
+    fn start(args: &Args, gguf: &Path, inputs: &[(usize, Vec<u32>)], threads: usize) -> anyhow::Result<Self> {
+        let py = args
+            .python
+            .clone()
+            .or_else(|| std::env::var_os("LATENTLENS_PYTHON").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/bench_model_torch.py");
+        let dir = std::env::temp_dir().join(format!("latentlens-bench-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let ids_json: serde_json::Map<String, serde_json::Value> =
+            inputs.iter().map(|(n, ids)| (n.to_string(), serde_json::json!(ids))).collect();
+        let ids_path = dir.join("ids.json");
+        std::fs::write(&ids_path, serde_json::to_vec(&ids_json)?)?;
+        let log = dir.join("torch.log");
+        let mut child = Command::new(&py)
+            .arg(&script)
+            .args(["--gguf".as_ref(), gguf.as_os_str()])
+            .args(["--ids".as_ref(), ids_path.as_os_str()])
+            .args(["--threads", &threads.to_string()])
+            .args(["--out-dir".as_ref(), dir.as_os_str()])
+            .env("OMP_NUM_THREADS", threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
+            .spawn()
+            .with_context(|| format!("starting {} (set LATENTLENS_PYTHON or --python, or pass --no-torch)", py.display()))?;
+        let stdin = child.stdin.take().context("torch reference stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("torch reference stdout")?);
+        Ok(Self { child, stdin, stdout, dir, log })
+    }
+
+    fn line(&mut self) -> anyhow::Result<String> {
+        let mut s = String::new();
+        if self.stdout.read_line(&mut s)? == 0 {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!("torch reference exited early:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+        Ok(s.trim().to_string())
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        loop {
+            if self.line()? == "ready" {
+                return Ok(());
+            }
+        }
+    }
+
+    fn run(&mut self, n: usize) -> anyhow::Result<f64> {
+        writeln!(self.stdin, "run {n}")?;
+        self.stdin.flush()?;
+        let l = self.line()?;
+        l.parse::<f64>().with_context(|| format!("torch reference answered `{l}`"))
+    }
+
+    fn dump(mut self) -> anyhow::Result<(serde_json::Value, PathBuf)> {
+        writeln!(self.stdin, "dump")?;
+        self.stdin.flush()?;
+        let l = self.line()?;
+        let v = serde_json::from_str(&l).with_context(|| format!("torch reference output: {l}"))?;
+        self.child.wait()?;
+        Ok((v, self.dir.clone()))
+    }
 }

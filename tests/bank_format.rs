@@ -1072,3 +1072,104 @@ fn write_fuzz_seeds() {
     .unwrap();
     std::fs::write(format!("{dir}/medium.llbank"), write(&parts(8, 0)).unwrap()).unwrap();
 }
+
+/// Pins the byte layout of docs/bank-format.md, read by hand at the
+/// documented offsets (not through the reader).
+#[test]
+fn file_bytes_match_the_documented_layout() {
+    assert_eq!(
+        crc32fast::hash(b"123456789"),
+        0xCBF4_3926,
+        "CRC-32 variant of the spec"
+    );
+    let p = parts(16, 8);
+    let b = write(&p).unwrap();
+    assert_eq!(&b[0..8], &[0x89, b'L', b'L', b'B', b'A', b'N', b'K', b'\n']);
+    assert_eq!(u16::from_le_bytes([b[8], b[9]]), 1);
+    assert_eq!(u16::from_le_bytes([b[10], b[11]]), 0);
+    assert_eq!(le64(&b, 16), b.len() as u64);
+    assert_eq!(le64(&b, 24), 64, "manifest follows the header");
+    let m = manifest_range(&b);
+    assert_eq!(le32(&b, 36), crc32fast::hash(&b[m.clone()]));
+    let json: serde_json::Value = serde_json::from_slice(&b[m.clone()]).unwrap();
+    assert_eq!(json["hidden_size"], 576);
+    assert_eq!(json["quantizer"]["code_bytes"], 16);
+    assert_eq!(table_offset(&b), m.end, "table follows the manifest");
+    assert_eq!(le32(&b, 60), crc32fast::hash(&b[0..60]));
+    let n_chunks = p.rows.len().div_ceil(256);
+    assert_eq!(n_entries(&b), 3 * (1 + 2 * n_chunks) + n_chunks + 5);
+    let mut prev_end = entry_at(&b, n_entries(&b)) as u64;
+    for i in 0..n_entries(&b) {
+        let e = entry_at(&b, i);
+        let (off, len) = (le64(&b, e + 8), le64(&b, e + 16));
+        assert_eq!(off % 8, 0, "entry {i} aligned");
+        assert!(off >= prev_end, "entry {i} in file order");
+        prev_end = off + len;
+        assert_eq!(
+            le32(&b, e + 24),
+            crc32fast::hash(&b[off as usize..(off + len) as usize])
+        );
+    }
+    assert_eq!(
+        prev_end,
+        b.len() as u64,
+        "the file ends with the last section"
+    );
+    // File order: quantizers, then per chunk metadata, codes of each slot, refinement of each slot.
+    let kinds: Vec<(u16, u16, u32)> = (0..3 + 7)
+        .map(|i| {
+            let e = entry_at(&b, i);
+            (
+                u16::from_le_bytes([b[e], b[e + 1]]),
+                u16::from_le_bytes([b[e + 2], b[e + 3]]),
+                le32(&b, e + 4),
+            )
+        })
+        .collect();
+    let want = [
+        (1, 0, 0),
+        (1, 1, 0),
+        (1, 2, 0),
+        (4, 0, 0),
+        (2, 0, 0),
+        (2, 1, 0),
+        (2, 2, 0),
+        (3, 0, 0),
+        (3, 1, 0),
+        (3, 2, 0),
+    ];
+    assert_eq!(kinds, want);
+    // Row metadata record: five u32 (token, sentence, span start, span end, position).
+    let e = entry_at(&b, find_entry(&b, 4, 0, 1));
+    let off = le64(&b, e + 8) as usize + 20 * 7;
+    let r = &p.rows[256 + 7];
+    let rec: Vec<u32> = (0..5).map(|k| le32(&b, off + 4 * k)).collect();
+    assert_eq!(
+        rec,
+        vec![
+            r.token_id,
+            r.sentence_id,
+            r.span_start,
+            r.span_end,
+            r.position
+        ]
+    );
+    // Codes of slot 2 chunk 1: rows 256.. of the codes, row-major.
+    let e = entry_at(&b, find_entry(&b, 2, 2, 1));
+    let off = le64(&b, e + 8) as usize;
+    assert_eq!(&b[off..off + 256 * 16], &p.codes[2][256 * 16..512 * 16]);
+    // Sentence block 1: raw deflate of (k+1) u32 offsets + concatenated UTF-8, length in aux.
+    let e = entry_at(&b, find_entry(&b, 5, 0, 1));
+    let (off, len, aux) = (
+        le64(&b, e + 8) as usize,
+        le64(&b, e + 16) as usize,
+        le32(&b, e + 28) as usize,
+    );
+    let raw = miniz_oxide::inflate::decompress_to_vec(&b[off..off + len]).unwrap();
+    assert_eq!(raw.len(), aux);
+    let text: String = p.sentences[64..128].concat();
+    assert_eq!(&raw[65 * 4..], text.as_bytes());
+    assert_eq!(le32(&raw, 0), 0);
+    assert_eq!(le32(&raw, 4), p.sentences[64].len() as u32);
+    assert_eq!(le32(&raw, 64 * 4), text.len() as u32);
+}

@@ -28,7 +28,9 @@ fn gguf_path() -> Option<PathBuf> {
             if require {
                 panic!("{msg} — and LATENTLENS_REQUIRE_ASSETS=1");
             }
-            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+            // Written to the real stderr, past the test harness's capture.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "\n!!!!!!!! {msg} !!!!!!!!\n");
             None
         }
     }

@@ -2,7 +2,7 @@
 //! GGUF file, GGUF bytes, or an HF directory (`config.json`, safetensors,
 //! `tokenizer.json`), and text → [`HiddenStates`].
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use candle_core::Device;
@@ -51,14 +51,19 @@ impl LoadedTextModel {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
             });
         }
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
-        if bytes.get(..4) != Some(b"GGUF") {
+        let what = path.display().to_string();
+        let io = |source| ModelError::Io { path: what.clone(), source };
+        // Read through the file (not into memory): tensors are read one at a time.
+        let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let mut magic = [0u8; 4];
+        if f.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
             return Err(ModelError::Weights {
-                path: path.display().to_string(),
+                path: what,
                 msg: "not a GGUF file (no GGUF magic); pass a .gguf file or an HF model directory".into(),
             });
         }
-        Self::from_gguf_bytes_with(&bytes, &path.display().to_string(), quantized)
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+        Self::from_gguf_reader(&mut f, &what, quantized)
     }
 
     /// Loads a llama GGUF file held in memory (`what` names it in errors),
@@ -71,16 +76,20 @@ impl LoadedTextModel {
     /// projections stay in their GGUF block format
     /// ([`TextModel::new_quantized`]: less memory, same numbers).
     pub fn from_gguf_bytes_with(bytes: &[u8], what: &str, quantized: bool) -> Result<Self, ModelError> {
+        Self::from_gguf_reader(&mut Cursor::new(bytes), what, quantized)
+    }
+
+    /// Loads a llama GGUF file from any seekable reader.
+    pub fn from_gguf_reader<R: Read + Seek>(r: &mut R, what: &str, quantized: bool) -> Result<Self, ModelError> {
         let dev = Device::Cpu;
-        let mut r = Cursor::new(bytes);
-        let content = gguf::read_content(&mut r, what)?;
+        let content = gguf::read_content(r, what)?;
         let config = gguf::text_config(&content)?;
         let tokenizer = Tokenizer::from_gguf(&content)?;
         let model = if quantized {
-            let (w, q) = gguf::load_weights_quantized(&content, &mut r, what, &dev)?;
+            let (w, q) = gguf::load_weights_quantized(&content, r, what, &dev)?;
             TextModel::new_causal_lm_quantized(&config, w.var_builder(&dev), &q)?
         } else {
-            let w = gguf::load_weights(&content, &mut r, &config, what, &dev)?;
+            let w = gguf::load_weights(&content, r, &config, what, &dev)?;
             TextModel::new_causal_lm(&config, w.var_builder(&dev))?
         };
         Ok(Self { config, model, tokenizer, source: what.to_string() })

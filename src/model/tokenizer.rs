@@ -25,6 +25,9 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// Upper bound on vocabulary size read from a file.
 const MAX_VOCAB: usize = 1 << 23;
 
+/// Token ids and their byte spans `[start, end)` in the input text.
+pub type IdsAndOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 /// A text tokenizer with the special ids the model declares.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -208,7 +211,7 @@ impl Tokenizer {
     }
 
     /// Token ids and byte offsets `[start, end)` into `text`, per token.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), ModelError> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<IdsAndOffsets, ModelError> {
         let enc = self.inner.encode(text, true).map_err(tok_err)?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }

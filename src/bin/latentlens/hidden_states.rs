@@ -26,7 +26,8 @@ pub struct Args {
     /// Read the input text from this file (whole file, one sequence).
     #[arg(long)]
     text_file: Option<PathBuf>,
-    /// An image (vision-language models; not available yet).
+    /// An image (vision-language models: `--model` is an HF VLM directory);
+    /// `--text` is then the prompt (an `<image>` placeholder is prepended if missing).
     #[arg(long)]
     image: Option<PathBuf>,
     /// Layers to write: `all`, or a list like `0,5,10-12`.
@@ -68,25 +69,38 @@ pub fn parse_layers(spec: &str, n: usize) -> anyhow::Result<Vec<usize>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(img) = &args.image {
-        bail!(
-            "--image {}: vision-language models are not wired into the CLI yet; only text models (Llama / Qwen2, GGUF or safetensors) are supported for now",
-            img.display()
-        );
-    }
-    let text = match (&args.text, &args.text_file) {
-        (Some(t), None) => t.clone(),
-        (None, Some(p)) => std::fs::read_to_string(p).with_context(|| format!("reading --text-file {}", p.display()))?,
-        _ => bail!("give the input as --text TEXT or --text-file FILE"),
-    };
     let t0 = std::time::Instant::now();
-    let m = LoadedTextModel::load_with(&args.model, args.quantized)?;
-    let load_s = t0.elapsed().as_secs_f64();
-    let n_states = m.config.num_hidden_layers + 1;
+    let (hs, tokenizer, source, fingerprint, text, load_s, fwd_s) = if let Some(img) = &args.image {
+        let vlm = latentlens::model::vlm::load_vlm(&args.model)
+            .with_context(|| format!("--image needs a vision-language model directory; loading {}", args.model.display()))?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let bytes = std::fs::read(img).with_context(|| format!("reading the image {}", img.display()))?;
+        let prompt = match (&args.text, &args.text_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(p)) => std::fs::read_to_string(p).with_context(|| format!("reading --text-file {}", p.display()))?,
+            _ => vlm.default_prompt().to_string(),
+        };
+        let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
+        let t1 = std::time::Instant::now();
+        let hs = vlm.hidden_states_from_bytes(&bytes, &prompt)?;
+        let fp = vlm.fingerprint()?;
+        (hs, vlm.tokenizer.clone(), vlm.source.clone(), fp, prompt, load_s, t1.elapsed().as_secs_f64())
+    } else {
+        let text = match (&args.text, &args.text_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(p)) => std::fs::read_to_string(p).with_context(|| format!("reading --text-file {}", p.display()))?,
+            _ => bail!("give the input as --text TEXT or --text-file FILE"),
+        };
+        let m = LoadedTextModel::load_with(&args.model, args.quantized)?;
+        let load_s = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let hs = m.hidden_states_text(&text)?;
+        let fwd_s = t1.elapsed().as_secs_f64();
+        let fp = m.fingerprint()?;
+        (hs, m.tokenizer, m.source, fp, text, load_s, fwd_s)
+    };
+    let n_states = hs.num_layers();
     let layers = parse_layers(&args.layers, n_states)?;
-    let t1 = std::time::Instant::now();
-    let hs = m.hidden_states_text(&text)?;
-    let fwd_s = t1.elapsed().as_secs_f64();
     let t = hs.num_tokens();
     let d = hs.hidden_size;
 
@@ -101,11 +115,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for (name, b) in &bufs {
         views.insert(name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![t, d], b)?);
     }
-    let tokens: Vec<String> = hs.token_ids.iter().map(|&i| m.tokenizer.token_text(i).unwrap_or_default()).collect();
+    let tokens: Vec<String> = hs.token_ids.iter().map(|&i| tokenizer.token_text(i).unwrap_or_default()).collect();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), "latentlens-hidden-states-v1".to_string());
-    meta.insert("model".to_string(), m.source.clone());
-    meta.insert("fingerprint".to_string(), m.fingerprint()?);
+    meta.insert("model".to_string(), source);
+    meta.insert("fingerprint".to_string(), fingerprint);
+    if args.image.is_some() {
+        meta.insert("visual_rows".to_string(), serde_json::to_string(&hs.visual_rows)?);
+        meta.insert("patches".to_string(), serde_json::to_string(&hs.patches)?);
+    }
     meta.insert("hidden_size".to_string(), d.to_string());
     meta.insert("weights".to_string(), if args.quantized { "quantized" } else { "f32" }.to_string());
     meta.insert("num_states".to_string(), n_states.to_string());

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use latentlens::model::fingerprint::model_fingerprint;
 use latentlens::model::vlm::load_vlm;
 
 use crate::inspect::{image_inputs, model_parts, Inputs, Model};
@@ -23,6 +22,6 @@ pub(crate) fn load(dir: &Path, image: &Path, prompt: &str) -> anyhow::Result<(Mo
     let prompt = if prompt.contains("<image>") { prompt.to_string() } else { format!("<image>{prompt}") };
     let hs = vlm.hidden_states_from_bytes(&bytes, &prompt).with_context(|| format!("running {}", image.display()))?;
     let text = vlm.text_model().clone();
-    let fingerprint = model_fingerprint(&vlm.tokenizer, text.embedding_matrix())?;
+    let fingerprint = vlm.fingerprint()?;
     Ok((model_parts(text, vlm.tokenizer.clone(), vlm.source.clone(), fingerprint), image_inputs(hs)))
 }

@@ -43,8 +43,8 @@ pub struct Args {
     /// Training subsample (ours and faiss).
     #[arg(long, default_value_t = 32_768)]
     train: usize,
-    /// Lloyd iterations (ours).
-    #[arg(long, default_value_t = 12)]
+    /// Lloyd iterations (ours; faiss's default is 25).
+    #[arg(long, default_value_t = 25)]
     iters: usize,
     /// Shortlist reranked with refinement data (ours, refine variants).
     #[arg(long, default_value_t = 256)]

@@ -174,3 +174,28 @@ fn bad_input_gives_errors_not_panics() {
     let enc = tiny.encode(&data[..5 * d]).unwrap();
     assert_eq!(tiny.decode(&enc.codes, None).unwrap(), data[..5 * d].to_vec(), "5 rows, 256 centroids: exact");
 }
+
+#[test]
+fn symmetric_eigendecomposition_satisfies_a_v_equals_lambda_v() {
+    use latentlens::bank::pq::linalg::sym_eigen;
+    let d = 12;
+    let mut rng = SplitMix64::new(42);
+    let b: Vec<f64> = (0..d * d).map(|_| rng.normal()).collect();
+    let mut a = vec![0f64; d * d]; // A = B^T B (symmetric PSD)
+    for i in 0..d {
+        for j in 0..d {
+            a[i * d + j] = (0..d).map(|k| b[k * d + i] * b[k * d + j]).sum();
+        }
+    }
+    let (vals, vecs) = sym_eigen(&a, d);
+    for w in vals.windows(2) {
+        assert!(w[0] >= w[1], "eigenvalues sorted descending");
+    }
+    for e in 0..d {
+        let v = &vecs[e * d..(e + 1) * d];
+        for i in 0..d {
+            let av: f64 = (0..d).map(|k| a[i * d + k] * v[k]).sum();
+            assert!((av - vals[e] * v[i]).abs() < 1e-8 * vals[0].max(1.0), "A v != λ v for eigenpair {e}");
+        }
+    }
+}

@@ -10,11 +10,15 @@
 
 pub mod adc;
 pub mod exact;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod merge;
 pub mod topk;
 
 pub use adc::{pq_search, rerank, scan_reference, AdcScanner, PqSearchParams};
 pub use exact::{exact_topk, exact_topk_reference};
+#[cfg(feature = "gpu")]
+pub use gpu::GpuPqLayer;
 pub use merge::{merge_layers, merge_layers_reference};
 pub use topk::{hit_order, Hit, TopK};
 

@@ -49,3 +49,41 @@ pub fn wordnet_sentences(n: usize) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A wgpu context (lavapipe where there is no GPU), or `None` after a loud
+/// message; panics instead when `LATENTLENS_REQUIRE_ASSETS=1` (CI).
+#[cfg(feature = "gpu")]
+pub fn gpu() -> Option<&'static latentlens::gpu::GpuContext> {
+    use latentlens::gpu::{GpuContext, GpuOptions};
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new_blocking(GpuOptions::default()) {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var("LATENTLENS_REQUIRE_ASSETS").as_deref() != Ok("1") => {
+            eprintln!("\n!!!!! SKIPPING GPU TEST: {e} (install mesa-vulkan-drivers for lavapipe) !!!!!\n");
+            None
+        }
+        Err(e) => panic!("LATENTLENS_REQUIRE_ASSETS=1 but no GPU context: {e}"),
+    })
+    .as_ref()
+}
+
+/// Real contextual vectors: SmolLM2 hidden states of the committed golden
+/// sentences (every state, every token), L2-normalised, `[n, 576]`.
+pub fn smollm2_golden_vectors() -> Vec<f32> {
+    let bytes = std::fs::read(fixture("smollm2/hidden_states.safetensors")).expect("smollm2 goldens");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("goldens parse");
+    let mut out = Vec::new();
+    for (name, view) in st.tensors() {
+        if !name.ends_with(".states") {
+            continue;
+        }
+        let vals: Vec<f32> = view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+        for row in vals.chunks_exact(576) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                out.extend(row.iter().map(|x| x / n));
+            }
+        }
+    }
+    out
+}

@@ -12,11 +12,14 @@ enum Which {
     Search(crate::bench_search::Args),
     /// SmolLM2 forward with all hidden states vs PyTorch (see bench_model.rs).
     Model(crate::bench_model::Args),
+    /// Bank extraction tokens/s vs PyTorch, then quantisation (see bench_bank.rs).
+    Bank(crate::bench_bank::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.which {
         Which::Search(a) => crate::bench_search::run(a),
         Which::Model(a) => crate::bench_model::run(a),
+        Which::Bank(a) => crate::bench_bank::run(a),
     }
 }

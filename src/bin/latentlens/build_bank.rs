@@ -57,12 +57,10 @@ pub struct Args {
 /// Quantizer options shared by build-bank and merge-banks.
 #[derive(clap::Args)]
 pub struct QuantArgs {
-    /// Bytes per vector for search (PQ code size); default d/8.
+    /// Bytes per vector and layer downloaded for search (default d/8, i.e. 1/8 of fp8):
+    /// half scanned PQ code, half residual refinement used to rerank a shortlist.
     #[arg(long)]
-    code_bytes: Option<usize>,
-    /// Refinement bytes per vector (rerank a shortlist; downloaded for every row: 0 keeps downloads at code_bytes).
-    #[arg(long, default_value_t = 0)]
-    refine_bytes: usize,
+    bytes: Option<usize>,
     /// Rows per code chunk in the file (streaming granularity).
     #[arg(long, default_value_t = 16384)]
     rows_per_chunk: usize,
@@ -131,9 +129,11 @@ fn write_bank(m: &LoadedTextModel, col: &Collector, q: &QuantArgs, out: &Path, c
     if n == 0 {
         bail!("no contexts were kept (corpus too small or sentences too short): nothing to write");
     }
+    let d = m.config.hidden_size;
+    let (code_bytes, refine_bytes) = latentlens::bank::assemble::split_budget(d, q.bytes.unwrap_or(d / 8));
     let opts = AssembleOptions {
-        code_bytes: q.code_bytes.unwrap_or(m.config.hidden_size / 8),
-        refine_bytes: q.refine_bytes,
+        code_bytes,
+        refine_bytes,
         rows_per_chunk: q.rows_per_chunk,
         corpus: corpus_desc,
         model_name: m.source.clone(),
@@ -141,12 +141,14 @@ fn write_bank(m: &LoadedTextModel, col: &Collector, q: &QuantArgs, out: &Path, c
     };
     let bytes = assemble(&collected, &opts)?;
     write_atomically(out, &bytes)?;
-    let per_vec = opts.code_bytes;
+    let per_vec = opts.code_bytes + opts.refine_bytes;
     eprintln!(
-        "bank {}: {} layers {:?}, {n} vectors per layer, {per_vec} bytes per vector (search codes), {:.1} MB file; quantised and written in {:.1}s",
+        "bank {}: {} layers {:?}, {n} vectors per layer, {per_vec} bytes per vector ({} scanned + {} refinement), {:.1} MB file; quantised and written in {:.1}s",
         out.display(),
         collected.layers.len(),
         collected.layers,
+        opts.code_bytes,
+        opts.refine_bytes,
         bytes.len() as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_bank;
 mod bench_model;
 mod bench_search;
 mod build_bank;

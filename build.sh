@@ -108,7 +108,11 @@ case "$cmd" in
     out=$ASSETS/banks/smollm2-135m-instruct-v1.llbank
     mkdir -p "$(dirname "$out")"
     if [ -s "$out" ]; then log "bank cached: $out"; exit 0; fi
-    cli build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --out "$out" \
+    # The first N sentences of the (shuffled) corpus; LATENTLENS_BANK_SENTENCES=all for the whole
+    # corpus (~228k sentences: hours on 2 cores).
+    n=${LATENTLENS_BANK_SENTENCES:-20000}
+    limit=(); [ "$n" = all ] || limit=(--sentences "$n")
+    cli build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --out "$out" "${limit[@]}" \
       --corpus-name "latentlens offline corpus v1 (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" "$@"
     ;;
   serve)

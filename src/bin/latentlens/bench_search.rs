@@ -158,6 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let budgets: Vec<usize> = args.bytes.split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let main_b = budgets.iter().copied().filter(|&b| b <= d / 8).max().unwrap_or(d / 8);
 
+    let mut gpu_matches: Option<bool> = None;
     let mut rows: Vec<Row> = vec![Row { method: "ours exact f32".into(), bytes: d * 4, recall: 1.0, ms_per_query: exact_ms, train_s: 0.0 }];
     for &b in &budgets {
         for (name, params, refine) in our_configs(b, d, args.opq) {
@@ -175,6 +176,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let t0 = Instant::now();
                 res = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
                 best = best.min(t0.elapsed().as_secs_f64());
+            }
+            if refine && b == main_b && gpu_matches.is_none() {
+                gpu_matches = gpu_check(&pq, &enc.codes, rf, &queries[..d * nq.min(64)], &res[..nq.min(64)], k, args.shortlist);
             }
             let r = recall(&res, &truth, k);
             eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, train+encode {train_s:.1}s", best * 1e3 / nq as f64);
@@ -272,8 +276,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "exact_ms_per_query": exact_ms,
         "faiss_flat_agreement": exact_agreement,
         "faiss_version": faiss_version,
-        "gpu_matches_cpu": serde_json::Value::Null,
+        "gpu_matches_cpu": gpu_matches,
     });
     println!("{json}");
     Ok(())
+}
+
+/// The bank recipe searched on the GPU (WGSL kernels; lavapipe without a
+/// GPU) vs the CPU result `cpu` for the same queries: same rows and scores,
+/// up to exact float ties at the k-th place. `None` when no adapter exists.
+fn gpu_check(
+    pq: &ProductQuantizer,
+    codes: &[u8],
+    refine: Option<&[u8]>,
+    queries: &[f32],
+    cpu: &[Vec<Hit>],
+    k: usize,
+    shortlist: usize,
+) -> Option<bool> {
+    let ctx = match latentlens::gpu::GpuContext::new_blocking(latentlens::gpu::GpuOptions::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("[bench search] no GPU adapter ({e}): gpu_matches_cpu = null");
+            return None;
+        }
+    };
+    let t0 = Instant::now();
+    let gpu = latentlens::search::GpuPqLayer::new(&ctx, pq, codes, refine, 0)
+        .and_then(|l| pollster::block_on(l.search(queries, k, shortlist)));
+    let gpu = match gpu {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("[bench search] GPU search failed: {e}");
+            return Some(false);
+        }
+    };
+    let ok = gpu.len() == cpu.len()
+        && gpu.iter().zip(cpu).all(|(g, c)| {
+            g.len() == c.len()
+                && g.iter().zip(c).all(|(a, b)| {
+                    let kth = c.last().map(|h| h.score).unwrap_or(0.0);
+                    (a.score - b.score).abs() < 1e-4 && (a.row == b.row || (a.score - kth).abs() < 1e-4)
+                })
+        });
+    eprintln!(
+        "[bench search] GPU ({}) vs CPU on {} queries: {} ({:.1}s)",
+        ctx.adapter_info().name,
+        cpu.len(),
+        if ok { "same top-k" } else { "DIFFERENT" },
+        t0.elapsed().as_secs_f64()
+    );
+    Some(ok)
 }

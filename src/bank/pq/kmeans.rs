@@ -7,11 +7,22 @@
 
 use super::rng::SplitMix64;
 
-/// Squared L2 distance.
+/// Squared L2 distance. Eight independent partial sums (a fixed order, so
+/// still deterministic) let the compiler vectorise the loop: k-means and
+/// encoding spend nearly all their time here.
 #[inline]
 pub(crate) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-    let mut s = 0.0f32;
-    for (x, y) in a.iter().zip(b) {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let t = x[i] - y[i];
+            acc[i] += t * t;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ra.iter().zip(rb) {
         let t = x - y;
         s += t * t;
     }

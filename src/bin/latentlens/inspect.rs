@@ -200,7 +200,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !leap.is_empty() {
         let bank_layers = latent.as_ref().map(|l| l.bank_layers()).unwrap_or_default();
         println!("\nMid-Layer Leap: share of top-1 LatentLens neighbours per bank layer");
-        println!("query \\ bank  {}", bank_layers.iter().map(|b| format!("{b:>5}")).collect::<String>());
+        println!("query \\ bank  {}", bank_layers.iter().map(|b| format!("{b:>6}")).collect::<String>());
         for (l, h) in &leap {
             let total: usize = h.values().sum();
             let cells: String = bank_layers

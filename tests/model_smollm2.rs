@@ -9,38 +9,12 @@
 //! `LATENTLENS_REQUIRE_ASSETS=1` (then fails).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use latentlens::model::{LoadedTextModel, ModelError};
 
-fn gguf_path() -> Option<PathBuf> {
-    let require = std::env::var("LATENTLENS_REQUIRE_ASSETS").as_deref() == Ok("1");
-    match std::env::var("LATENTLENS_SMOLLM2_GGUF") {
-        Ok(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
-        other => {
-            let msg = format!(
-                "SKIPPING SmolLM2 test: LATENTLENS_SMOLLM2_GGUF {} (run ./build.sh assets, or ./build.sh test)",
-                match other {
-                    Ok(p) => format!("= {p} is not a file"),
-                    Err(_) => "is unset".to_string(),
-                }
-            );
-            if require {
-                panic!("{msg} — and LATENTLENS_REQUIRE_ASSETS=1");
-            }
-            // Written to the real stderr, past the test harness's capture.
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "\n!!!!!!!! {msg} !!!!!!!!\n");
-            None
-        }
-    }
-}
+mod common;
 
-fn model() -> Option<&'static LoadedTextModel> {
-    static M: OnceLock<Option<LoadedTextModel>> = OnceLock::new();
-    M.get_or_init(|| gguf_path().map(|p| LoadedTextModel::load(&p).expect("loading the SmolLM2 GGUF")))
-        .as_ref()
-}
+use common::{smollm2 as model, smollm2_path as gguf_path};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2").join(name)

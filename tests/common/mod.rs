@@ -6,6 +6,9 @@ use std::sync::OnceLock;
 
 use latentlens::model::LoadedTextModel;
 
+#[cfg(feature = "gpu")]
+pub mod gpu_kit;
+
 /// The SmolLM2 GGUF from `LATENTLENS_SMOLLM2_GGUF`, or `None` after a loud
 /// message; panics instead when `LATENTLENS_REQUIRE_ASSETS=1` (CI).
 pub fn smollm2_path() -> Option<PathBuf> {
@@ -23,7 +26,9 @@ pub fn smollm2_path() -> Option<PathBuf> {
             if require {
                 panic!("{msg} — and LATENTLENS_REQUIRE_ASSETS=1");
             }
-            eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+            // Written to the real stderr, past the test harness's capture.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "\n!!!!!!!! {msg} !!!!!!!!\n");
             None
         }
     }
@@ -54,17 +59,7 @@ pub fn wordnet_sentences(n: usize) -> Vec<String> {
 /// message; panics instead when `LATENTLENS_REQUIRE_ASSETS=1` (CI).
 #[cfg(feature = "gpu")]
 pub fn gpu() -> Option<&'static latentlens::gpu::GpuContext> {
-    use latentlens::gpu::{GpuContext, GpuOptions};
-    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| match GpuContext::new_blocking(GpuOptions::default()) {
-        Ok(c) => Some(c),
-        Err(e) if std::env::var("LATENTLENS_REQUIRE_ASSETS").as_deref() != Ok("1") => {
-            eprintln!("\n!!!!! SKIPPING GPU TEST: {e} (install mesa-vulkan-drivers for lavapipe) !!!!!\n");
-            None
-        }
-        Err(e) => panic!("LATENTLENS_REQUIRE_ASSETS=1 but no GPU context: {e}"),
-    })
-    .as_ref()
+    gpu_kit::ctx()
 }
 
 /// Real contextual vectors: SmolLM2 hidden states of the committed golden

@@ -69,8 +69,8 @@ pub enum RotationKind {
     /// PCA, with principal directions dealt to sub-spaces so each gets a
     /// balanced share of the variance (Ge et al.'s parametric OPQ init).
     Pca,
-    /// [`RotationKind::Pca`] followed by `iters` rounds of non-parametric
-    /// OPQ (alternate codebooks / orthogonal Procrustes).
+    /// `iters` rounds of non-parametric OPQ (alternate warm-started
+    /// codebooks / orthogonal Procrustes), starting from the identity.
     Opq { iters: usize },
 }
 
@@ -246,32 +246,49 @@ impl ProductQuantizer {
             train.extend_from_slice(&data[r * d..(r + 1) * d]);
         }
 
-        let mut rotation = match p.rotation {
-            RotationKind::None => None,
-            RotationKind::Pca | RotationKind::Opq { .. } => Some(linalg::pca_balanced_rotation(&train, d, stage_ms[0])),
-        };
         let first_m = stage_ms[0];
-        if let (RotationKind::Opq { iters }, Some(r)) = (p.rotation, rotation.as_mut()) {
-            // Non-parametric OPQ on the first stage: alternate k-means codebooks
-            // on the rotated data and the orthogonal Procrustes update of R.
-            let opq_rows = 16_384.min(rows.len());
-            let sub = &train[..opq_rows * d];
-            for it in 0..iters {
-                let y = rotate_rows(r, sub, d); // [nt, d]
-                let st = train_stage(&y, d, first_m, 8.min(p.iters), p.seed ^ (0x0b0 + it as u64));
-                let yhat = st.decode_all(&st.encode_all(&y, d), d); // [nt, d]
-                // maximise tr(R X^T Yhat): R = polar(Yhat^T X)
-                *r = linalg::procrustes(sub, &yhat, d);
+        // Warm-started first-stage codebooks (set by OPQ) for the final training.
+        let mut warm: Option<Stage> = None;
+        let rotation = match p.rotation {
+            RotationKind::None => None,
+            RotationKind::Pca => Some(linalg::pca_balanced_rotation(&train, d, first_m)),
+            RotationKind::Opq { iters } => {
+                // Non-parametric OPQ (Ge et al. 2014) as faiss's OPQMatrix runs
+                // it: alternate a few warm-started Lloyd iterations of the
+                // codebooks on the rotated data with the orthogonal Procrustes
+                // update of R. It starts from the identity (plain PQ): the
+                // PCA-balanced start measured far worse on LLM hidden states
+                // (faiss PQ72 on 30k SmolLM2 layer-16 vectors: recall@10 0.547
+                // after a PCA-balanced rotation vs 0.743 without), and every
+                // step from plain PQ can only lower the reconstruction error.
+                let opq_rows = 16_384.min(rows.len());
+                let sub = &train[..opq_rows * d];
+                let mut r = linalg::identity(d);
+                let mut st = train_stage(sub, d, first_m, 4.min(p.iters).max(1), p.seed ^ 0x0b0);
+                for _ in 0..iters {
+                    let y = linalg::rotate_rows_gemm(&r, sub, d).unwrap_or_else(|| rotate_rows(&r, sub, d)); // [nt, d]
+                    st.lloyd(&y, d, 4);
+                    let yhat = st.decode_all(&st.encode_all(&y, d), d); // [nt, d]
+                    // maximise tr(R X^T Yhat): R = polar(Yhat^T X)
+                    r = linalg::procrustes(sub, &yhat, d);
+                }
+                warm = Some(st);
+                Some(r)
             }
-        }
-
+        };
         let mut resid = match &rotation {
-            Some(r) => rotate_rows(r, &train, d),
+            Some(r) => linalg::rotate_rows_gemm(r, &train, d).unwrap_or_else(|| rotate_rows(r, &train, d)),
             None => train,
         };
         let mut stages = Vec::with_capacity(stage_ms.len());
         for (s, &m) in stage_ms.iter().enumerate() {
-            let st = train_stage(&resid, d, m, p.iters, p.seed.wrapping_add(0x5eed_0000 + s as u64));
+            let st = match (s, warm.take()) {
+                (0, Some(mut st)) => {
+                    st.lloyd(&resid, d, p.iters);
+                    st
+                }
+                _ => train_stage(&resid, d, m, p.iters, p.seed.wrapping_add(0x5eed_0000 + s as u64)),
+            };
             if s + 1 < stage_ms.len() {
                 let codes = st.encode_all(&resid, d);
                 let rec = st.decode_all(&codes, d);
@@ -578,6 +595,22 @@ impl Stage {
                 *v += cv;
             }
         }
+    }
+
+    /// `iters` warm-started Lloyd iterations of every sub-quantizer on rows
+    /// `[n, d]` (sub-spaces in parallel).
+    fn lloyd(&mut self, data: &[f32], d: usize, iters: usize) {
+        let (m, dsub) = (self.m, self.dsub);
+        let books = map_indices(m, |j| {
+            let mut sub = Vec::with_capacity((data.len() / d) * dsub);
+            for row in data.chunks_exact(d) {
+                sub.extend_from_slice(&row[j * dsub..(j + 1) * dsub]);
+            }
+            let mut book = self.codebook(j).to_vec();
+            kmeans::lloyd(&sub, dsub, &mut book, iters);
+            book
+        });
+        self.centroids = books.concat();
     }
 
     fn encode_all(&self, data: &[f32], d: usize) -> Vec<u8> {

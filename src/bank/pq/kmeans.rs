@@ -54,11 +54,25 @@ pub(crate) fn kmeans(data: &[f32], dsub: usize, k: usize, iters: usize, seed: u6
     if n == 0 {
         return cent;
     }
-    let mut assign = vec![0u32; n];
+    lloyd(data, dsub, &mut cent, iters);
+    cent
+}
+
+/// `iters` Lloyd iterations on `data` (`[n, dsub]`) from the centroids
+/// `cent` (`[k, dsub]`, updated in place): the warm start of OPQ's
+/// alternating optimisation, where the codebooks of the previous rotation
+/// are the best starting point for the next.
+pub(crate) fn lloyd(data: &[f32], dsub: usize, cent: &mut [f32], iters: usize) {
+    let n = data.len() / dsub;
+    let k = cent.len() / dsub.max(1);
+    if n == 0 || k == 0 {
+        return;
+    }
+    let mut assign = vec![u32::MAX; n];
     for _ in 0..iters {
         let mut changed = 0usize;
         for (i, x) in data.chunks_exact(dsub).enumerate() {
-            let (c, _) = nearest(x, &cent, dsub);
+            let (c, _) = nearest(x, cent, dsub);
             if assign[i] != c as u32 {
                 changed += 1;
                 assign[i] = c as u32;
@@ -103,7 +117,6 @@ pub(crate) fn kmeans(data: &[f32], dsub: usize, k: usize, iters: usize, seed: u6
             break;
         }
     }
-    cent
 }
 
 /// k-means++ seeding: first centre uniform, then each next one drawn with

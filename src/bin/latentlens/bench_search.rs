@@ -55,6 +55,9 @@ pub struct Args {
     /// Also train our OPQ (PCA-balanced + Procrustes) variants (slow; measured worse here).
     #[arg(long)]
     opq: bool,
+    /// OPQ rounds (rotation updates) for the OPQ variants.
+    #[arg(long, default_value_t = 8)]
+    opq_iters: usize,
 }
 
 struct Row {
@@ -95,19 +98,23 @@ fn recall_ids(ids: &[i64], truth: &[Vec<Hit>], k: usize) -> f64 {
 }
 
 /// Our configurations at a byte budget `b` (bytes downloaded per row).
-fn our_configs(b: usize, d: usize, opq: bool) -> Vec<(String, PqParams, bool)> {
+fn our_configs(b: usize, d: usize, opq: Option<usize>) -> Vec<(String, PqParams, bool)> {
     let mut v = Vec::new();
     let base = PqParams { code_bytes: b, ..PqParams::default() };
     if d % b == 0 {
         v.push((format!("ours PQ{b}"), base.clone(), false));
-        if opq {
-            v.push((format!("ours OPQ{b}"), PqParams { rotation: RotationKind::Opq { iters: 4 }, ..base.clone() }, false));
+        if let Some(iters) = opq {
+            v.push((format!("ours OPQ{b}"), PqParams { rotation: RotationKind::Opq { iters }, ..base.clone() }, false));
         }
     }
     let h = b / 2;
     if b % 2 == 0 && h > 0 && d % h == 0 {
         // Scan h bytes, rerank the shortlist with an h-byte residual stage.
         v.push((format!("ours PQ{h}+refine{h}"), PqParams { code_bytes: h, refine_bytes: h, ..base.clone() }, true));
+        if let Some(iters) = opq {
+            let p = PqParams { code_bytes: h, refine_bytes: h, rotation: RotationKind::Opq { iters }, ..base.clone() };
+            v.push((format!("ours OPQ{h}+refine{h}"), p, true));
+        }
     }
     v
 }
@@ -161,7 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut gpu_matches: Option<bool> = None;
     let mut rows: Vec<Row> = vec![Row { method: "ours exact f32".into(), bytes: d * 4, recall: 1.0, ms_per_query: exact_ms, train_s: 0.0 }];
     for &b in &budgets {
-        for (name, params, refine) in our_configs(b, d, args.opq) {
+        for (name, params, refine) in our_configs(b, d, args.opq.then_some(args.opq_iters)) {
             let params = PqParams { train_size: args.train, iters: args.iters, ..params };
             let t0 = Instant::now();
             let pq = pool.install(|| ProductQuantizer::train(&bank, d, &params))?;

@@ -32,6 +32,8 @@ mod http;
 mod model_files;
 mod progress;
 mod transport;
+// The http:// parser serves the native client only.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 mod url;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -506,10 +506,10 @@ impl HttpSource {
             }
             buf.extend_from_slice(&piece);
             // Hand over every chunk that is now whole.
-            loop {
+            while *next <= last {
                 let (ca, cb) = self.chunk_span(*next);
                 let clen = (cb - ca) as usize;
-                if *next > last || buf.len() < clen {
+                if buf.len() < clen {
                     break;
                 }
                 let rest = buf.split_off(clen);

@@ -140,6 +140,9 @@ pub struct HttpSource {
     etag: Option<String>,
     opts: FetchOptions,
     counters: RefCell<Counters>,
+    /// Chunk 0 as the opening request brought it (the bank header is read
+    /// right after open; no second download without a cache).
+    chunk0: RefCell<Option<Vec<u8>>>,
 }
 
 impl fmt::Debug for HttpSource {
@@ -194,6 +197,7 @@ impl HttpSource {
                     if let Some(bytes) = chunk0 {
                         src.store(0, &bytes).await;
                         src.count(0, bytes.len() as u64, false);
+                        *src.chunk0.borrow_mut() = Some(bytes);
                     }
                     return Ok(src);
                 }
@@ -207,7 +211,7 @@ impl HttpSource {
     }
 
     fn new(url: &str, total: u64, etag: Option<String>, opts: FetchOptions) -> Self {
-        Self { url: url.to_string(), total, etag, opts, counters: RefCell::new(Counters::default()) }
+        Self { url: url.to_string(), total, etag, opts, counters: RefCell::new(Counters::default()), chunk0: RefCell::new(None) }
     }
 
     /// First request: `Range: bytes=0-{cs-1}`; returns the source and chunk 0.
@@ -339,6 +343,11 @@ impl HttpSource {
     }
 
     async fn cached(&self, i: u64) -> Option<Vec<u8>> {
+        if i == 0 {
+            if let Some(c0) = self.chunk0.borrow().as_ref() {
+                return Some(c0.clone());
+            }
+        }
         let cache = self.opts.cache.as_ref()?;
         let key = self.chunk_key(i);
         let v = cache_get(&**cache, &key).await?;
@@ -357,14 +366,16 @@ impl HttpSource {
         }
     }
 
+    /// Counts chunk `i` once and reports progress (nothing for a chunk seen before).
     fn count(&self, i: u64, len: u64, from_cache: bool) {
         let p = {
             let mut c = self.counters.borrow_mut();
-            if c.seen.insert(i) {
-                c.loaded += len;
-                if from_cache {
-                    c.from_cache += len;
-                }
+            if !c.seen.insert(i) {
+                return;
+            }
+            c.loaded += len;
+            if from_cache {
+                c.from_cache += len;
             }
             drop(c);
             self.progress()
@@ -565,7 +576,8 @@ impl ByteSource for HttpSource {
 
     fn evict(&self, offset: u64, len: u64) -> LocalBoxFuture<'_, Result<bool, FetchError>> {
         Box::pin(async move {
-            let Some(cache) = &self.opts.cache else { return Ok(false) };
+            let dropped = offset < self.opts.chunk_size && self.chunk0.borrow_mut().take().is_some();
+            let Some(cache) = &self.opts.cache else { return Ok(dropped) };
             if len == 0 || offset >= self.total {
                 return Ok(true);
             }

@@ -5,8 +5,6 @@
 //! Both hand the body over in pieces so a dropped connection keeps what
 //! arrived (the caller resumes from the last whole chunk).
 
-use super::FetchError;
-
 /// A parsed `Content-Range` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ContentRange {

@@ -2,7 +2,8 @@
 # latentlens: the only entry point. Idempotent; installs what it needs.
 #
 #   ./build.sh setup          system packages (lavapipe), real weights (SmolLM2 GGUF)
-#   ./build.sh test           every test tier that runs on this machine
+#   ./build.sh test           every test tier that runs on this machine (native, GPU on lavapipe, wasm)
+#   ./build.sh test-wasm      the browser tier alone: wasm-bindgen-test in headless Chromium (WebGPU on SwiftShader)
 #   ./build.sh serve          the web page (lands with the browser issue)
 #   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank
 #   ./build.sh bank [smollm2] build the real SmolLM2 bank from the offline corpus (cached in .assets/banks)
@@ -71,6 +72,35 @@ make_corpus() {
   python3 tools/make_corpus.py "$CORPUS"
 }
 
+# --- browser test tier (wasm-bindgen-test in headless Chromium) -------------
+# The wasm-bindgen CLI must equal the wasm-bindgen crate's version in Cargo.lock.
+wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+wasm_tools() {
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  local v; v=$(wasm_bindgen_version)
+  if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -qF " $v"; then
+    log "cargo install wasm-bindgen-cli $v (~4 min)"
+    # Not --locked: its lockfile pins a webpki-roots release the registry mirror may lack.
+    cargo install -q wasm-bindgen-cli --version "=$v"
+  fi
+  apt_install chromium chromium-driver
+}
+# Runs tests/wasm_*.rs in headless Chromium (flags in webdriver.json: WebGPU on SwiftShader via
+# --enable-unsafe-webgpu, --no-sandbox for root, no background traffic).
+test_wasm() {
+  wasm_tools
+  export CHROMEDRIVER=${CHROMEDRIVER:-$(command -v chromedriver)}
+  export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-900}
+  local tests=() f
+  for f in tests/wasm_*.rs; do tests+=(--test "$(basename "$f" .rs)"); done
+  log "wasm tier: ${tests[*]} in headless Chromium"
+  local t0=$SECONDS
+  cargo test --target wasm32-unknown-unknown --no-default-features --features gpu "${tests[@]}" "$@"
+  log "wasm tier passed in $((SECONDS - t0)) s"
+}
+
 cli() {
   cargo build --release --bin latentlens
   "$ROOT/target/release/latentlens" "$@"
@@ -92,7 +122,9 @@ case "$cmd" in
     export LATENTLENS_REQUIRE_ASSETS=1   # tests needing real weights or a GPU adapter fail instead of skipping
     log "cargo test"
     cargo test --all-targets "$@"
+    test_wasm
     ;;
+  test-wasm) test_wasm "$@" ;;
   bench)
     name=${1:?usage: ./build.sh bench search|model|bank}; shift
     setup; pyenv
@@ -118,5 +150,5 @@ case "$cmd" in
   serve)
     log "the web page lands with the browser issue; nothing to serve yet"; exit 1 ;;
   help|*)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
 esac

@@ -22,7 +22,8 @@ pub struct Args {
     /// The model: a .gguf file or an HF directory (text model, or a VLM with an image).
     #[arg(long)]
     model: PathBuf,
-    /// The bank built for this model (needed for the latent method).
+    /// The bank built for this model (needed for the latent method): a file, or an
+    /// `http://` URL read with Range requests.
     #[arg(long)]
     bank: Option<PathBuf>,
     /// The image to inspect (vision-language models).
@@ -113,7 +114,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let latent = if methods.contains(&Method::Latent) {
         let path = args.bank.as_ref().context("the latent method needs --bank FILE (or use --method embedding,logit)")?;
-        let lens = LatentLens::open_file(path).with_context(|| format!("opening the bank {}", path.display()))?;
+        let spec = path.to_string_lossy();
+        let lens = if spec.starts_with("http://") || spec.starts_with("https://") {
+            // A bank URL: HTTP Range requests (plain http:// natively).
+            futures::executor::block_on(async {
+                let reader = latentlens::bank::BankReader::open_url(&spec, latentlens::fetch::FetchOptions::default()).await?;
+                LatentLens::load(reader).await
+            })
+            .with_context(|| format!("opening the bank {spec}"))?
+        } else {
+            LatentLens::open_file(path).with_context(|| format!("opening the bank {}", path.display()))?
+        };
         lens.check_model(&model.name, &model.fingerprint)?;
         Some(lens)
     } else {

@@ -1,0 +1,173 @@
+// The Worker that owns the wasm module: downloads (with progress), the model
+// forward and every search run here, so the UI thread never freezes.
+// Requests are handled one at a time, in arrival order.
+import init, { Inspector } from "latentlens";
+import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
+
+const K = 5;
+let inspector: Inspector | null = null;
+let wasmReady: Promise<unknown> | null = null;
+
+function post(m: FromWorker) {
+  (self as unknown as Worker).postMessage(m);
+}
+
+/** Fetches a whole file, reporting bytes, total and rate. */
+async function fetchBytes(url: string, label: string): Promise<Uint8Array> {
+  const t0 = performance.now();
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw named("FetchError", `cannot download ${label} from ${url}: ${String(e)} (offline, or the server refuses cross-origin requests)`);
+  }
+  if (!res.ok) throw named("FetchError", `cannot download ${label} from ${url}: HTTP ${res.status} ${res.statusText}`);
+  const totalHeader = res.headers.get("content-length");
+  const total = totalHeader ? Number(totalHeader) : null;
+  if (!res.body) {
+    const b = new Uint8Array(await res.arrayBuffer());
+    post({ type: "progress", label, loaded: b.length, total: b.length, rate: 0, done: true });
+    return b;
+  }
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let loaded = 0;
+  let lastPost = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    loaded += value.length;
+    const now = performance.now();
+    if (now - lastPost > 100) {
+      lastPost = now;
+      post({ type: "progress", label, loaded, total, rate: loaded / Math.max(1e-3, (now - t0) / 1000), done: false });
+    }
+  }
+  const out = new Uint8Array(loaded);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  post({ type: "progress", label, loaded, total: total ?? loaded, rate: loaded / Math.max(1e-3, (performance.now() - t0) / 1000), done: true });
+  return out;
+}
+
+function named(name: string, message: string): Error {
+  const e = new Error(message);
+  e.name = name;
+  return e;
+}
+
+function join(base: string, file: string): string {
+  return base.endsWith("/") ? base + file : base + "/" + file;
+}
+
+async function fetchFirst(base: string, files: string[], label: string): Promise<Uint8Array> {
+  let last: unknown = null;
+  for (const f of files) {
+    try { return await fetchBytes(join(base, f), label); } catch (e) { last = e; }
+  }
+  throw last;
+}
+
+async function load(p: PresetSpec): Promise<LoadResult> {
+  if (!wasmReady) wasmReady = init();
+  await wasmReady;
+  inspector?.free();
+  inspector = null;
+  const [config, processor, tokenizer, weights] = await Promise.all([
+    fetchBytes(join(p.modelBase, "config.json"), "config.json"),
+    fetchFirst(p.modelBase, ["preprocessor_config.json", "processor_config.json"], "preprocessor_config.json"),
+    fetchBytes(join(p.modelBase, "tokenizer.json"), "tokenizer.json"),
+    fetchBytes(join(p.modelBase, "model.safetensors"), "model weights"),
+  ]);
+  post({ type: "status", text: "building the model…" });
+  inspector = Inspector.fromBytes(p.modelName, config, processor, tokenizer, [weights]);
+  let bank = null;
+  let bankError: string | null = null;
+  if (p.bankUrl) {
+    try {
+      bank = await loadBank(p.bankUrl);
+    } catch (e) {
+      bankError = errorText(e);
+    }
+  }
+  return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
+}
+
+async function loadBank(url: string) {
+  const insp = need();
+  const bytes = await fetchBytes(url, "bank");
+  post({ type: "status", text: "reading the bank…" });
+  return insp.loadBank(url, bytes);
+}
+
+function need(): Inspector {
+  if (!inspector) throw named("StateError", "no model loaded yet: choose a preset and press Load");
+  return inspector;
+}
+
+async function query(patch: number, layer: number, k: number): Promise<QueryResult> {
+  const insp = need();
+  const latent = insp.bankInfo() ? await insp.query(patch, layer, "latent", k) : null;
+  const embedding = await insp.query(patch, layer, "embedding", k);
+  const logit = await insp.query(patch, layer, "logit", k);
+  return { latent, embedding, logit };
+}
+
+async function layerSummary(layer: number): Promise<LayerSummary> {
+  const insp = need();
+  if (!insp.bankInfo()) return { layer, contextualMinusVocab: null, latentTop1: null };
+  const lat = await insp.queryAll(layer, "latent", K);
+  const emb = await insp.queryAll(layer, "embedding", K);
+  return {
+    layer,
+    contextualMinusVocab: lat.map((l, i) => (l[0]?.score ?? 0) - (emb[i]?.[0]?.score ?? 0)),
+    latentTop1: lat.map((l) => l[0]?.word ?? ""),
+  };
+}
+
+async function searchAll(k: number) {
+  const insp = need();
+  const t0 = performance.now();
+  const n = insp.numStates;
+  const methods: ("latent" | "embedding" | "logit")[] = insp.bankInfo() ? ["latent", "embedding", "logit"] : ["embedding", "logit"];
+  let queries = 0;
+  const patches = insp.imageInfo()?.patches.length ?? 0;
+  for (let l = 0; l < n; l++) for (const m of methods) { await insp.queryAll(l, m, k); queries += patches; }
+  return { ms: performance.now() - t0, queries };
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}
+
+function wire(e: unknown): WireError {
+  if (e instanceof Error) return { name: e.name, message: e.message };
+  return { name: "Error", message: String(e) };
+}
+
+async function handle(r: Request): Promise<unknown> {
+  switch (r.type) {
+    case "load": return load(r.preset);
+    case "loadBank": return loadBank(r.url);
+    case "image": return need().runImage(new Uint8Array(r.bytes), r.prompt);
+    case "query": return query(r.patch, r.layer, r.k);
+    case "layerSummary": return layerSummary(r.layer);
+    case "leap": return need().leap();
+    case "searchAll": return searchAll(r.k);
+  }
+}
+
+let queue: Promise<void> = Promise.resolve();
+self.onmessage = (ev: MessageEvent<Request>) => {
+  const r = ev.data;
+  queue = queue.then(async () => {
+    try {
+      post({ id: r.id, ok: true, result: await handle(r) });
+    } catch (e) {
+      post({ id: r.id, ok: false, error: wire(e) });
+    }
+  });
+};
+post({ type: "ready" });

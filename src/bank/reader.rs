@@ -114,7 +114,47 @@ fn label(e: &SectionEntry) -> String {
 impl BankReader {
     /// Opens and validates a bank. Reads header, manifest and section table
     /// (one read for most banks, at most three), nothing else.
+    ///
+    /// When a checksum of the header region fails and the source holds a
+    /// cache ([`ByteSource::evict`]), the cached copy is dropped and the bank
+    /// opened once more from the origin.
     pub async fn open(source: Box<dyn ByteSource>) -> Result<Self, BankError> {
+        match Self::open_once(source).await {
+            Err((e @ BankError::Checksum { .. }, Some(source))) => {
+                let total = source.total_len().await?;
+                if source.evict(0, total).await? {
+                    Self::open_once(source).await.map_err(|(e, _)| e)
+                } else {
+                    Err(e)
+                }
+            }
+            r => r.map_err(|(e, _)| e),
+        }
+    }
+
+    /// [`open`](Self::open) without the retry; hands the source back with a
+    /// checksum error so the caller can evict and retry.
+    async fn open_once(source: Box<dyn ByteSource>) -> Result<Self, (BankError, Option<Box<dyn ByteSource>>)> {
+        match Self::validate(&*source).await {
+            Ok((header, manifest, layout, table, sections)) => Ok(Self {
+                source,
+                header,
+                manifest,
+                layout,
+                table,
+                sections,
+                block_cache: RefCell::new(Vec::new()),
+                meta_cache: RefCell::new(Vec::new()),
+            }),
+            Err(e @ BankError::Checksum { .. }) => Err((e, Some(source))),
+            Err(e) => Err((e, None)),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn validate(
+        source: &dyn ByteSource,
+    ) -> Result<(Header, BankManifest, Layout, Vec<SectionEntry>, Sections), BankError> {
         let total = source.total_len().await?;
         if total < HEADER_LEN as u64 {
             return Err(BankError::Truncated {
@@ -171,17 +211,17 @@ impl BankReader {
         // One read for both when they are adjacent and not in the prefix already.
         let (m_bytes, t_bytes) = if m_end <= prefix.len() as u64 && t_end <= prefix.len() as u64 {
             (
-                region(&*source, &prefix, m_off, m_len).await?,
-                region(&*source, &prefix, t_off, t_len).await?,
+                region(source, &prefix, m_off, m_len).await?,
+                region(source, &prefix, t_off, t_len).await?,
             )
         } else if m_end == t_off {
-            let both = region(&*source, &prefix, m_off, m_len + t_len).await?;
+            let both = region(source, &prefix, m_off, m_len + t_len).await?;
             let (m, t) = both.split_at(m_len as usize);
             (m.to_vec(), t.to_vec())
         } else {
             (
-                region(&*source, &prefix, m_off, m_len).await?,
-                region(&*source, &prefix, t_off, t_len).await?,
+                region(source, &prefix, m_off, m_len).await?,
+                region(source, &prefix, t_off, t_len).await?,
             )
         };
         check_crc(|| "manifest".into(), &m_bytes, header.manifest_crc)?;
@@ -207,17 +247,7 @@ impl BankReader {
             .collect::<Result<_, _>>()?;
         let sections = Self::index_sections(&manifest, &layout, &table, total)?;
         Self::check_overlaps(&header, &table)?;
-
-        Ok(Self {
-            source,
-            header,
-            manifest,
-            layout,
-            table,
-            sections,
-            block_cache: RefCell::new(Vec::new()),
-            meta_cache: RefCell::new(Vec::new()),
-        })
+        Ok((header, manifest, layout, table, sections))
     }
 
     /// Native convenience: opens and validates the bank file at `path`,
@@ -226,6 +256,13 @@ impl BankReader {
     pub fn open_file(path: impl AsRef<std::path::Path>) -> Result<Self, BankError> {
         let source = crate::fetch::FileSource::open(path)?;
         futures::executor::block_on(Self::open(Box::new(source)))
+    }
+
+    /// Opens a bank at `url` over HTTP Range requests ([`crate::fetch::HttpSource`]:
+    /// chunked, cached, resumable, with progress per `opts`).
+    pub async fn open_url(url: &str, opts: crate::fetch::FetchOptions) -> Result<Self, BankError> {
+        let source = crate::fetch::HttpSource::open(url, opts).await?;
+        Self::open(Box::new(source)).await
     }
 
     /// Checks each entry's kind, slot, chunk, bounds and exact length against
@@ -517,12 +554,24 @@ impl BankReader {
     }
 
     /// Reads a section and verifies its checksum. Its length was bounded at open.
+    /// A checksum failure over a caching source ([`ByteSource::evict`])
+    /// drops the cached bytes and reads once more from the origin, so a
+    /// damaged cache entry costs a re-download, not a failure.
     pub async fn read_section(&self, e: &SectionEntry) -> Result<Vec<u8>, BankError> {
         let len =
             usize::try_from(e.len).map_err(|_| layout_err(format!("{} is too large", label(e))))?;
         let bytes = self.source.read(e.offset, len).await?;
-        check_crc(|| label(e), &bytes, e.crc)?;
-        Ok(bytes)
+        match check_crc(|| label(e), &bytes, e.crc) {
+            Ok(()) => Ok(bytes),
+            Err(err) => {
+                if !self.source.evict(e.offset, e.len).await? {
+                    return Err(err);
+                }
+                let bytes = self.source.read(e.offset, len).await?;
+                check_crc(|| label(e), &bytes, e.crc)?;
+                Ok(bytes)
+            }
+        }
     }
 
     /// The quantizer blob of layer slot `slot` (opaque bytes; decode with the quantizer).

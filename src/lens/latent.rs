@@ -22,11 +22,40 @@ struct LayerIndex {
     refine: Vec<u8>,
 }
 
-/// A loaded bank, ready to explain query vectors.
+/// How much of a bank's rows a [`LatentLens`] holds (progressive loading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadProgress {
+    /// Row chunks loaded (codes of every layer, refinement data, row metadata).
+    pub chunks_loaded: u64,
+    /// Row chunks in the bank.
+    pub n_chunks: u64,
+    /// Rows searchable now: `[0, rows_loaded)`.
+    pub rows_loaded: u64,
+    /// Rows in the bank.
+    pub n_rows: u64,
+}
+
+impl LoadProgress {
+    /// Whether every chunk is loaded.
+    pub fn is_complete(&self) -> bool {
+        self.chunks_loaded >= self.n_chunks
+    }
+}
+
+/// A bank being or fully loaded, ready to explain query vectors.
+///
+/// Progressive use (results refine as chunks arrive): [`open`](Self::open)
+/// reads only the quantizers; each [`load_next_chunk`](Self::load_next_chunk)
+/// adds one row chunk of every layer; [`search`](Self::search) /
+/// [`explain`](Self::explain) search the rows loaded so far. [`load`](Self::load)
+/// does it all at once. Sentences are never loaded up front: they are read
+/// (one sentence block per range read, cached) only for the hits that
+/// [`explain`](Self::explain) or [`neighbours`](Self::neighbours) return.
 pub struct LatentLens {
     reader: BankReader,
     layers: Vec<LayerIndex>,
     meta: Vec<RowMeta>,
+    chunks_loaded: u64,
     /// Candidates reranked with refinement data per layer.
     pub shortlist: usize,
 }
@@ -35,6 +64,14 @@ impl LatentLens {
     /// Reads every layer's quantizer and codes and the row metadata
     /// (sentences stay in the file and are read for displayed hits only).
     pub async fn load(reader: BankReader) -> Result<Self, BankError> {
+        let mut me = Self::open(reader).await?;
+        while me.load_next_chunk().await?.is_some() {}
+        Ok(me)
+    }
+
+    /// Reads only the quantizers (a few hundred KB); no rows are searchable
+    /// until [`load_next_chunk`](Self::load_next_chunk) is called.
+    pub async fn open(reader: BankReader) -> Result<Self, BankError> {
         let mut layers = Vec::with_capacity(reader.n_layers());
         for (slot, &l) in reader.manifest().layers.iter().enumerate() {
             let pq = ProductQuantizer::from_bytes(&reader.quantizer_blob(slot).await?)?;
@@ -47,21 +84,59 @@ impl LatentLens {
                     reader.code_bytes()
                 )));
             }
-            let mut codes = Vec::new();
-            let mut refine = Vec::new();
-            for c in 0..reader.n_chunks() {
-                codes.extend(reader.codes_chunk(slot, c).await?);
-                if reader.refine_bytes() > 0 {
-                    refine.extend(reader.refine_chunk(slot, c).await?);
-                }
-            }
-            layers.push(LayerIndex { llm_layer: l as usize, pq, codes, refine });
+            layers.push(LayerIndex { llm_layer: l as usize, pq, codes: Vec::new(), refine: Vec::new() });
         }
-        let mut meta = Vec::new();
-        for c in 0..reader.n_chunks() {
-            meta.extend(reader.row_meta_chunk(c).await?);
+        Ok(Self { reader, layers, meta: Vec::new(), chunks_loaded: 0, shortlist: 100 })
+    }
+
+    /// Loads the next row chunk (codes and refinement data of every layer,
+    /// row metadata); `None` when every chunk is already loaded. Chunks load
+    /// in order, so the searchable rows are always `[0, rows_loaded)`. On
+    /// error nothing of the chunk is kept (calling again retries it).
+    pub async fn load_next_chunk(&mut self) -> Result<Option<LoadProgress>, BankError> {
+        let c = self.chunks_loaded;
+        if c >= self.reader.n_chunks() {
+            return Ok(None);
         }
-        Ok(Self { reader, layers, meta, shortlist: 100 })
+        let rows = self.reader.chunk_rows(c)?;
+        let n = (rows.end - rows.start) as usize;
+        let mut codes = Vec::with_capacity(self.layers.len());
+        let mut refine = Vec::with_capacity(self.layers.len());
+        for slot in 0..self.layers.len() {
+            codes.push(self.reader.codes_chunk(slot, c).await?);
+            refine.push(if self.reader.refine_bytes() > 0 { self.reader.refine_chunk(slot, c).await? } else { Vec::new() });
+        }
+        let meta = self.reader.row_meta_chunk(c).await?;
+        if meta.len() != n {
+            return Err(BankError::Corrupt(format!("row chunk {c} has {} metadata rows, expected {n}", meta.len())));
+        }
+        for ((l, cd), rf) in self.layers.iter_mut().zip(codes).zip(refine) {
+            l.codes.extend(cd);
+            l.refine.extend(rf);
+        }
+        self.meta.extend(meta);
+        self.chunks_loaded += 1;
+        Ok(Some(self.load_progress()))
+    }
+
+    /// How much is loaded.
+    pub fn load_progress(&self) -> LoadProgress {
+        LoadProgress {
+            chunks_loaded: self.chunks_loaded,
+            n_chunks: self.reader.n_chunks(),
+            rows_loaded: self.meta.len() as u64,
+            n_rows: self.reader.n_rows(),
+        }
+    }
+
+    /// Whether every row chunk is loaded.
+    pub fn is_complete(&self) -> bool {
+        self.chunks_loaded >= self.reader.n_chunks()
+    }
+
+    /// Rows searchable now (`[0, rows_loaded)`).
+    pub fn rows_loaded(&self) -> u64 {
+        self.meta.len() as u64
     }
 
     /// Loads a bank file (native convenience).
@@ -95,8 +170,21 @@ impl LatentLens {
     }
 
     /// Top-`k` contextual neighbours of each query row (`[Q, d]` row-major,
-    /// any norm), searched in every bank layer and merged across layers.
+    /// any norm), searched in every bank layer over the rows loaded so far
+    /// and merged across layers; sentences are read for the returned hits only.
     pub async fn explain(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, crate::Error> {
+        let merged = self.search(queries, k)?;
+        let mut out = Vec::with_capacity(merged.len());
+        for hits in merged {
+            out.push(self.neighbours(&hits).await?);
+        }
+        Ok(out)
+    }
+
+    /// The raw top-`k` hits (row, score, bank-layer slot) of each query row
+    /// over the rows loaded so far, merged across bank layers; no sentence
+    /// is read. Empty lists while no chunk is loaded.
+    pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, crate::Error> {
         let d = self.reader.manifest().hidden_size as usize;
         if d == 0 || queries.len() % d != 0 {
             return Err(crate::search::SearchError::Invalid(format!(
@@ -104,6 +192,10 @@ impl LatentLens {
                 queries.len()
             ))
             .into());
+        }
+        if self.meta.is_empty() {
+            crate::search::check_k(k)?;
+            return Ok(vec![Vec::new(); queries.len() / d]);
         }
         // Cosine = inner product of unit vectors.
         let mut q = queries.to_vec();
@@ -117,16 +209,17 @@ impl LatentLens {
             let refine = (!l.refine.is_empty()).then_some(l.refine.as_slice());
             per_layer.push(pq_search(&l.pq, &l.codes, refine, &q, &p)?);
         }
-        let merged = merge_layers(&per_layer, k)?;
-        let mut out = Vec::with_capacity(merged.len());
-        for hits in merged {
-            let mut list = Vec::with_capacity(hits.len());
-            for (rank, h) in hits.iter().enumerate() {
-                list.push(self.neighbour(rank, h).await?);
-            }
-            out.push(list);
+        Ok(merge_layers(&per_layer, k)?)
+    }
+
+    /// Hits (from [`search`](Self::search)) as readable neighbours, ranked in
+    /// the given order: reads each hit's sentence (cached by sentence block).
+    pub async fn neighbours(&self, hits: &[Hit]) -> Result<Vec<Neighbour>, BankError> {
+        let mut list = Vec::with_capacity(hits.len());
+        for (rank, h) in hits.iter().enumerate() {
+            list.push(self.neighbour(rank, h).await?);
         }
-        Ok(out)
+        Ok(list)
     }
 
     async fn neighbour(&self, rank: usize, h: &Hit) -> Result<Neighbour, BankError> {

@@ -38,7 +38,10 @@ const STEP_PER_INVOCATION: u32 = 2u;
 const STEP: u32 = 512u;
 
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    // Through a variable: Tint (Chromium's WebGPU) rejects `bitcast<f32>(0xff800000u)` as a constant
+    // expression ("value -inf cannot be represented as 'f32'"); a runtime value is allowed.
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 // NaN -> -inf, by bit pattern (compilers may assume no NaN in float comparisons).

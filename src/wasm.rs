@@ -9,9 +9,14 @@
 //! whose `message` says what was wrong and what to do. The TypeScript types
 //! are written by hand below (`typescript_custom_section`).
 //!
-//! Bytes in, objects out: the page fetches files itself (with progress) and
-//! hands them over; [`bank_source`] is the one place that turns bank bytes
-//! into a [`ByteSource`] (swap in the HTTP Range source there).
+//! Models come in as bytes (the page fetches them itself, with progress).
+//! Banks come as bytes ([`Inspector::load_bank`], a [`MemorySource`]) or as a
+//! URL ([`Inspector::load_bank_url`]: the HTTP Range [`HttpSource`], chunks
+//! kept in the browser's Cache API so a reload downloads nothing).
+//!
+//! Search: CPU (wasm) by default; [`Inspector::enable_gpu`] uploads every
+//! bank layer to WebGPU ([`GpuPqLayer`], the WGSL kernels of `crate::gpu`)
+//! when an adapter exists, and the LatentLens search runs there.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,8 +28,11 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::bank::pq::ProductQuantizer;
 use crate::bank::BankReader;
-use crate::fetch::{ByteSource, MemorySource};
+use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, Progress};
+use crate::gpu::GpuContext;
+use crate::search::{merge_layers, GpuPqLayer, Hit};
 use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::vlm::{Vlm, VlmModel};
@@ -117,6 +125,18 @@ export interface Leap {
   counts: number[][];
 }
 
+/** Download progress of a bank read by URL (HTTP Range requests, Cache API). */
+export interface DownloadProgress {
+  url: string;
+  /** Distinct bytes of the file obtained so far (network + cache). */
+  loaded: number;
+  total: number;
+  /** Network throughput, bytes per second. */
+  bytesPerS: number;
+  /** How many of `loaded` came from the browser cache. */
+  fromCache: number;
+}
+
 export interface Backend {
   /** Where the model forward runs. */
   model: "cpu";
@@ -173,10 +193,95 @@ fn to_js(v: &Value) -> Result<JsValue, JsValue> {
     js_sys::JSON::parse(&s)
 }
 
-/// The one place bank bytes become a byte source (the HTTP Range source of
-/// `crate::fetch` replaces this for streamed banks).
+/// Bank bytes already in memory as a byte source.
 fn bank_source(name: &str, bytes: Vec<u8>) -> Box<dyn ByteSource> {
     Box::new(MemorySource::with_name(name, bytes))
+}
+
+/// Name of the Cache API cache holding bank chunks.
+const CACHE_NAME: &str = "latentlens-banks-v1";
+
+/// A bank URL as an HTTP Range source: chunks cached in the Cache API
+/// (when available), progress reported to `on_progress`.
+async fn url_source(url: &str, on_progress: Option<js_sys::Function>) -> Result<Box<dyn ByteSource>, JsValue> {
+    let mut opts = FetchOptions::default();
+    if let Ok(cache) = BrowserCache::open(CACHE_NAME).await {
+        opts = opts.with_cache(Rc::new(cache));
+    }
+    if let Some(f) = on_progress {
+        opts = opts.with_progress(move |p: &Progress| {
+            let v = json!({ "url": p.url, "loaded": p.loaded, "total": p.total, "bytesPerS": p.bytes_per_s, "fromCache": p.from_cache });
+            if let Ok(js) = to_js(&v) {
+                let _ = f.call1(&JsValue::NULL, &js);
+            }
+        });
+    }
+    let src = HttpSource::open(url, opts).await.map_err(|e| domain_error(e.into()))?;
+    Ok(Box::new(src))
+}
+
+/// Opens a bank, refuses it if built for another model (before reading its
+/// rows), loads every row chunk, and uploads it to the GPU when one is on.
+async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>) -> Result<JsValue, JsValue> {
+    let reader = BankReader::open(source).await.map_err(|e| domain_error(e.into()))?;
+    let mut lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
+    {
+        let s = state.borrow();
+        lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
+    }
+    while lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some() {}
+    let info = bank_info(&lens, &name);
+    let ctx = state.borrow().gpu_ctx.clone();
+    let gpu = match ctx {
+        Some(ctx) => Some(Rc::new(upload_bank(&ctx, &lens).await?)),
+        None => None,
+    };
+    let mut s = state.borrow_mut();
+    s.bank = Some(Rc::new(lens));
+    s.gpu_bank = gpu;
+    s.bank_name = name;
+    s.cache.retain(|(_, m, _), _| *m != Method::Latent);
+    to_js(&info)
+}
+
+/// Every bank layer on the GPU: quantizer, codes and refinement data.
+async fn upload_bank(ctx: &GpuContext, lens: &LatentLens) -> Result<Vec<GpuPqLayer>, JsValue> {
+    let r = lens.reader();
+    let mut layers = Vec::with_capacity(r.n_layers());
+    for slot in 0..r.n_layers() {
+        let pq = ProductQuantizer::from_bytes(&r.quantizer_blob(slot).await.map_err(|e| domain_error(e.into()))?)
+            .map_err(|e| domain_error(e.into()))?;
+        let (mut codes, mut refine) = (Vec::new(), Vec::new());
+        for c in 0..r.n_chunks() {
+            codes.extend(r.codes_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
+            if r.refine_bytes() > 0 {
+                refine.extend(r.refine_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
+            }
+        }
+        let refine = (!refine.is_empty()).then_some(refine.as_slice());
+        layers.push(GpuPqLayer::new(ctx, &pq, &codes, refine, slot as u16).map_err(domain_error)?);
+    }
+    Ok(layers)
+}
+
+/// LatentLens on the GPU: per bank layer top-k (shortlist reranked with the
+/// refinement data), merged across layers, read out like the CPU path.
+async fn gpu_explain(lens: &LatentLens, gpu: &[GpuPqLayer], queries: &[f32], d: usize, k: usize) -> Result<Vec<Vec<Neighbour>>, JsValue> {
+    let mut q = queries.to_vec(); // [Q, d], unit rows: cosine = inner product
+    for row in q.chunks_mut(d) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    let mut per_layer: Vec<Vec<Vec<Hit>>> = Vec::with_capacity(gpu.len());
+    for l in gpu {
+        per_layer.push(l.search(&q, k, lens.shortlist).await.map_err(domain_error)?);
+    }
+    let merged = merge_layers(&per_layer, k).map_err(|e| domain_error(e.into()))?;
+    let mut out = Vec::with_capacity(merged.len());
+    for hits in merged {
+        out.push(lens.neighbours(&hits).await.map_err(|e| domain_error(e.into()))?);
+    }
+    Ok(out)
 }
 
 /// UTF-8 byte offset → UTF-16 index in `s` (JavaScript string index).
@@ -230,6 +335,12 @@ struct State {
     embedding: Option<Rc<EmbeddingLens>>,
     bank: Option<Rc<LatentLens>>,
     bank_name: String,
+    /// The WebGPU context, once [`Inspector::enable_gpu`] found an adapter.
+    gpu_ctx: Option<Rc<GpuContext>>,
+    /// The bank's layers on the GPU (with `gpu_ctx` and a bank).
+    gpu_bank: Option<Rc<Vec<GpuPqLayer>>>,
+    /// Why the search is not on the GPU.
+    gpu_notice: String,
     image: Option<Rc<ImageRun>>,
     /// (query layer, method, k) → neighbours of every patch, for the current image.
     cache: HashMap<(usize, Method, usize), Rc<Vec<Vec<Neighbour>>>>,
@@ -295,6 +406,9 @@ impl Inspector {
             embedding: None,
             bank: None,
             bank_name: String::new(),
+            gpu_ctx: None,
+            gpu_bank: None,
+            gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
             image: None,
             cache: HashMap::new(),
         };
@@ -328,20 +442,73 @@ impl Inspector {
     #[wasm_bindgen(js_name = loadBank, unchecked_return_type = "Promise<BankInfo>")]
     pub fn load_bank(&self, name: String, bytes: Vec<u8>) -> Promise {
         let state = self.state.clone();
+        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes)).await })
+    }
+
+    /// Loads a bank from its URL with HTTP Range requests (chunks cached in
+    /// the browser's Cache API, so a reload reads them locally; an
+    /// interrupted download resumes from what is cached), reporting progress.
+    /// Refuses (BankError) a bank built for another model before reading its rows.
+    #[wasm_bindgen(js_name = loadBankUrl, unchecked_return_type = "Promise<BankInfo>")]
+    pub fn load_bank_url(
+        &self,
+        url: String,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
+        on_progress: Option<js_sys::Function>,
+    ) -> Promise {
+        let state = self.state.clone();
         future_to_promise(async move {
-            let reader = BankReader::open(bank_source(&name, bytes)).await.map_err(|e| domain_error(e.into()))?;
-            let lens = LatentLens::load(reader).await.map_err(|e| domain_error(e.into()))?;
-            {
-                let s = state.borrow();
-                lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
-            }
-            let info = bank_info(&lens, &name);
-            let mut s = state.borrow_mut();
-            s.bank = Some(Rc::new(lens));
-            s.bank_name = name;
-            s.cache.retain(|(_, m, _), _| *m != Method::Latent);
-            to_js(&info)
+            let src = url_source(&url, on_progress).await?;
+            install_bank(&state, url, src).await
         })
+    }
+
+    /// Moves the LatentLens search to WebGPU when the browser has an adapter
+    /// (the WGSL kernels of the bank search); otherwise stays on the CPU and
+    /// says why in `notice`. Resolves to the backend in use.
+    #[wasm_bindgen(js_name = enableGpu, unchecked_return_type = "Promise<Backend>")]
+    pub fn enable_gpu(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            if state.borrow().gpu_ctx.is_none() {
+                match GpuContext::new().await {
+                    Ok(ctx) => {
+                        let mut s = state.borrow_mut();
+                        s.gpu_notice = format!("search on WebGPU ({})", ctx.adapter_info().name);
+                        s.gpu_ctx = Some(Rc::new(ctx));
+                    }
+                    Err(e) => state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): {e}"),
+                }
+            }
+            let (ctx, bank, has_gpu_bank) = {
+                let s = state.borrow();
+                (s.gpu_ctx.clone(), s.bank.clone(), s.gpu_bank.is_some())
+            };
+            if let (Some(ctx), Some(bank), false) = (ctx, bank, has_gpu_bank) {
+                match upload_bank(&ctx, &bank).await {
+                    Ok(layers) => {
+                        let mut s = state.borrow_mut();
+                        s.gpu_bank = Some(Rc::new(layers));
+                        s.cache.retain(|(_, m, _), _| *m != Method::Latent);
+                    }
+                    Err(e) => {
+                        let msg = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
+                        state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): uploading the bank to the GPU failed: {msg}");
+                    }
+                }
+            }
+            to_js(&backend_json(&state.borrow()))
+        })
+    }
+
+    /// Leaves WebGPU: the search runs on the CPU again.
+    #[wasm_bindgen(js_name = disableGpu)]
+    pub fn disable_gpu(&self) {
+        let mut s = self.state.borrow_mut();
+        s.gpu_bank = None;
+        s.gpu_ctx = None;
+        s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
+        s.cache.retain(|(_, m, _), _| *m != Method::Latent);
     }
 
     /// The loaded bank, or `null`.
@@ -440,13 +607,11 @@ impl Inspector {
         })
     }
 
-    /// Which compute paths run: the model forward on the CPU; the search on the CPU.
+    /// Which compute paths run: the model forward on the CPU; the LatentLens
+    /// search on WebGPU after a successful [`enable_gpu`](Self::enable_gpu), else on the CPU.
     #[wasm_bindgen(unchecked_return_type = "Backend")]
     pub fn backend(&self) -> Result<JsValue, JsValue> {
-        to_js(&json!({
-            "model": "cpu", "search": "cpu",
-            "notice": "search runs on the CPU (WebAssembly); the WebGPU search kernels are not wired into the browser build yet",
-        }))
+        to_js(&backend_json(&self.state.borrow()))
     }
 
     /// Frees the hidden states and cached results of the current image.
@@ -460,6 +625,11 @@ impl Inspector {
 
 /// The prompt `latentlens inspect` uses by default (after `<image>`).
 const DEFAULT_PROMPT: &str = "Describe this image.";
+
+fn backend_json(s: &State) -> Value {
+    let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
+    json!({ "model": "cpu", "search": if on_gpu { "webgpu" } else { "cpu" }, "notice": s.gpu_notice })
+}
 
 fn bank_info(lens: &LatentLens, name: &str) -> Value {
     let m = lens.reader().manifest();
@@ -496,7 +666,7 @@ async fn query_all(
         return Err(input_error(format!("k = {k}: ask for between 1 and {MAX_K} neighbours")));
     }
     // Everything needed is cloned out of the state so no borrow is held across an await.
-    let (run, bank) = {
+    let (run, bank, gpu) = {
         let s = state.borrow();
         if let Some(hit) = s.cache.get(&(layer, method, k)) {
             return Ok(hit.clone());
@@ -508,7 +678,7 @@ async fn query_all(
                 run.hs.num_layers().saturating_sub(1)
             )));
         }
-        (run, s.bank.clone())
+        (run, s.bank.clone(), s.gpu_bank.clone())
     };
     let d = run.hs.hidden_size;
     let mut q = Vec::with_capacity(run.hs.visual_rows.len() * d); // [patches, d]
@@ -520,7 +690,10 @@ async fn query_all(
     let lists = match method {
         Method::Latent => {
             let bank = bank.ok_or_else(|| state_error("LatentLens needs a bank: call loadBank first"))?;
-            bank.explain(&q, k).await.map_err(domain_error)?
+            match gpu {
+                Some(g) => gpu_explain(&bank, &g, &q, d, k).await?,
+                None => bank.explain(&q, k).await.map_err(domain_error)?,
+            }
         }
         Method::Embedding => {
             let emb = {

@@ -88,11 +88,14 @@ await test("the page loads the embedded default model and its bank", async () =>
   assert(await page.isHidden("#error"), `error shown: ${await page.textContent("#error")}`);
 });
 
-await test("no WebGPU search yet: the page says the search runs on the CPU", async () => {
-  const notice = await page.textContent("#notice");
-  assert(await page.isVisible("#notice") && notice.includes("CPU"), `notice: ${notice}`);
-  const adapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
-  console.log(`      (WebGPU adapter in this browser: ${adapter})`);
+let adapter = false;
+await test("the search runs on WebGPU when the browser has an adapter, else the page says CPU", async () => {
+  adapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+  const footer = await page.textContent("#backend");
+  const notice = (await page.isVisible("#notice")) ? await page.textContent("#notice") : "";
+  console.log(`      (WebGPU adapter: ${adapter}; ${footer}${notice ? "; " + notice : ""})`);
+  if (adapter) assert(footer.includes("search on WebGPU") && !notice, `footer: ${footer}; notice: ${notice}`);
+  else assert(footer.includes("search on CPU") && notice.includes("CPU"), `footer: ${footer}; notice: ${notice}`);
 });
 
 await test("uploading a real photo shows neighbours in all three columns", async () => {
@@ -130,7 +133,7 @@ await test("arrow keys move the locked patch on the grid", async () => {
   await waitSelection(10, 2);
 });
 
-await test("every patch × layer × method equals `latentlens inspect --json`", async () => {
+async function compareAll() {
   let n = 0;
   for (const item of native.items) {
     for (const layer of native.query_layers) {
@@ -140,7 +143,8 @@ await test("every patch × layer × method equals `latentlens inspect --json`", 
     }
   }
   console.log(`      (${n} lists compared)`);
-});
+}
+await test("every patch × layer × method equals `latentlens inspect --json`", compareAll);
 
 await test("the Mid-Layer Leap chart equals the native leap table", async () => {
   await page.waitForSelector("#leap .leapCell");
@@ -156,6 +160,22 @@ await test("the Mid-Layer Leap chart equals the native leap table", async () => 
       assert(cells[i * bl.length + j] === want, `leap L${l}→bank L${b}: "${cells[i * bl.length + j]}" on the page, "${want}" natively`);
     });
   });
+});
+
+await test("a reload reads the bank from the browser cache", async () => {
+  await page.reload();
+  await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+  const bars = await page.$$eval("#progress .bar", (b) => b.map((x) => x.textContent));
+  const bank = bars.find((t) => t.startsWith("bank")) ?? "";
+  assert(bank.includes("from cache"), `bank progress after reload: ${bank}`);
+});
+
+await test("with ?gpu=0 (CPU search) every list also equals the native CLI", async () => {
+  await page.goto(`${server.url}?gpu=0`);
+  await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+  assert((await page.textContent("#backend")).includes("search on CPU"), "not on the CPU");
+  await uploadPhoto();
+  await compareAll();
 });
 
 await test("a bank whose sentences hold <img onerror> renders them as literal text", async () => {

@@ -5,6 +5,7 @@ import type { ImageInfo, Leap, Neighbour, Patch } from "latentlens";
 import type { Event, FromWorker, LayerSummary, PresetSpec, QueryResult, Request, ResultMap, SearchAllResult } from "./protocol";
 
 const K = 5;
+const qs = new URLSearchParams(location.search);
 const SMOLVLM = "https://huggingface.co/HuggingFaceTB/SmolVLM-256M-Instruct/resolve/main/";
 const PRESETS: Record<string, PresetSpec> = {
   default: {
@@ -12,8 +13,9 @@ const PRESETS: Record<string, PresetSpec> = {
     modelBase: "./default/model/",
     modelName: "tiny-llava-clip-llama (random weights, test model)",
     bankUrl: "./default/bank.llbank",
+    gpu: true,
   },
-  smolvlm: { label: "SmolVLM-256M-Instruct", modelBase: SMOLVLM, modelName: "HuggingFaceTB/SmolVLM-256M-Instruct", bankUrl: "" },
+  smolvlm: { label: "SmolVLM-256M-Instruct", modelBase: SMOLVLM, modelName: "HuggingFaceTB/SmolVLM-256M-Instruct", bankUrl: "", gpu: true },
 };
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -77,7 +79,8 @@ function onEvent(e: Event) {
     const [label, prog, text] = Array.from(row.children) as [HTMLElement, HTMLProgressElement, HTMLElement];
     label.textContent = e.label;
     if (e.total) { prog.max = e.total; prog.value = e.loaded; } else prog.removeAttribute("value");
-    text.textContent = `${mb(e.loaded)}${e.total ? " / " + mb(e.total) : ""} · ${mb(e.rate)}/s${e.done ? " ✓" : ""}`;
+    const cached = e.fromCache ? ` · ${mb(e.fromCache)} from cache` : "";
+    text.textContent = `${mb(e.loaded)}${e.total ? " / " + mb(e.total) : ""} · ${mb(e.rate)}/s${cached}${e.done ? " ✓" : ""}`;
   } else if (e.type === "status") setStatus(e.text);
 }
 const mb = (b: number) => (b >= 1e6 ? (b / 1e6).toFixed(1) + " MB" : (b / 1e3).toFixed(1) + " kB");
@@ -95,7 +98,7 @@ function currentPreset(): PresetSpec {
   const v = ($("preset") as HTMLSelectElement).value;
   if (v === "custom") {
     const modelBase = ($("customModel") as HTMLInputElement).value.trim() || PRESETS.default.modelBase;
-    return { label: "custom", modelBase, modelName: modelBase, bankUrl: ($("customBank") as HTMLInputElement).value.trim() };
+    return { label: "custom", modelBase, modelName: modelBase, bankUrl: ($("customBank") as HTMLInputElement).value.trim(), gpu: true };
   }
   return PRESETS[v] ?? PRESETS.default;
 }
@@ -105,7 +108,8 @@ async function loadPreset() {
   const rel = currentPreset();
   // Absolute URLs: the worker resolves relative ones against its own script URL.
   const abs = (u: string) => (u ? new URL(u, location.href).href : "");
-  const p = { ...rel, modelBase: abs(rel.modelBase), bankUrl: abs(rel.bankUrl) };
+  // ?gpu=0 keeps the search on the CPU.
+  const p = { ...rel, modelBase: abs(rel.modelBase), bankUrl: abs(rel.bankUrl), gpu: qs.get("gpu") !== "0" };
   st.loaded = false;
   bars.clear();
   $("progress").replaceChildren();
@@ -124,8 +128,8 @@ async function loadPreset() {
     setStatus(`${p.label} · ${r.model.family} · ${r.model.numStates - 1} layers · d=${r.model.hiddenSize}` +
       (r.bank ? ` · bank: ${r.bank.rows} contexts, layers ${r.bank.layers.join(",")}` : " · no bank"));
     $("backend").textContent = `model on ${r.backend.model.toUpperCase()}, search on ${r.backend.search === "webgpu" ? "WebGPU" : "CPU"}`;
-    const gpu = "gpu" in navigator ? "A WebGPU adapter may exist, but " : "No WebGPU in this browser: ";
-    notice(r.backend.search === "webgpu" ? "" : `${gpu}${r.backend.notice}.`);
+    const why = "gpu" in navigator ? r.backend.notice : "this browser has no WebGPU: search runs on the CPU (WebAssembly)";
+    notice(r.backend.search === "webgpu" ? "" : `Note: ${why}.`);
     if (r.bankError) showError(`The bank was refused — ${r.bankError}`);
     else if (!r.bank) $("col-latent").replaceChildren(el("li", "muted", "No bank for this model: LatentLens needs one (custom URL)."));
     document.body.dataset.state = "loaded";
@@ -414,7 +418,6 @@ window.latentlensPage = {
 };
 
 // URL parameters: ?model=URL&bank=URL selects the custom preset.
-const qs = new URLSearchParams(location.search);
 if (qs.get("model") || qs.get("bank")) {
   ($("preset") as HTMLSelectElement).value = "custom";
   $("customFields").hidden = false;

@@ -13,6 +13,8 @@ export interface PresetSpec {
   modelName: string;
   /** Bank URL, or "" for none (LatentLens column disabled). */
   bankUrl: string;
+  /** Search on WebGPU when the browser has an adapter. */
+  gpu: boolean;
 }
 
 export type Request =
@@ -47,7 +49,7 @@ export type Response =
   | { id: number; ok: false; error: WireError };
 
 export type Event =
-  | { type: "progress"; label: string; loaded: number; total: number | null; rate: number; done: boolean }
+  | { type: "progress"; label: string; loaded: number; total: number | null; rate: number; done: boolean; fromCache?: number }
   | { type: "status"; text: string }
   | { type: "ready" };
 

@@ -82,6 +82,10 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   ]);
   post({ type: "status", text: "building the model…" });
   inspector = Inspector.fromBytes(p.modelName, config, processor, tokenizer, [weights]);
+  if (p.gpu && "gpu" in navigator) {
+    post({ type: "status", text: "looking for a WebGPU adapter…" });
+    await inspector.enableGpu();
+  }
   let bank = null;
   let bankError: string | null = null;
   if (p.bankUrl) {
@@ -94,11 +98,13 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
 }
 
+/** The bank by HTTP Range requests (chunks cached in the Cache API), with progress. */
 async function loadBank(url: string) {
   const insp = need();
-  const bytes = await fetchBytes(url, "bank");
   post({ type: "status", text: "reading the bank…" });
-  return insp.loadBank(url, bytes);
+  return insp.loadBankUrl(url, (p) => {
+    post({ type: "progress", label: "bank", loaded: p.loaded, total: p.total, rate: p.bytesPerS, done: p.loaded >= p.total, fromCache: p.fromCache });
+  });
 }
 
 function need(): Inspector {

@@ -91,6 +91,8 @@ await test("the page loads the embedded default model and its bank", async () =>
 let adapter = false;
 await test("the search runs on WebGPU when the browser has an adapter, else the page says CPU", async () => {
   adapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
+  // The page moves the search to WebGPU shortly after loading (or after the first neighbours).
+  await page.waitForSelector("body[data-search]", { timeout: 60000 });
   const footer = await page.textContent("#backend");
   const notice = (await page.isVisible("#notice")) ? await page.textContent("#notice") : "";
   console.log(`      (WebGPU adapter: ${adapter}; ${footer}${notice ? "; " + notice : ""})`);

@@ -1,7 +1,7 @@
 // The UI thread: renders; never computes. Every model/bank operation is a
 // typed request to the Worker (worker.ts). All text that comes from a model or
 // a bank is written with textContent — never as HTML.
-import type { ImageInfo, Leap, Neighbour, Patch } from "latentlens";
+import type { Backend, ImageInfo, Leap, Neighbour, Patch } from "latentlens";
 import type { Event, FromWorker, LayerSummary, PresetSpec, QueryResult, Request, ResultMap, SearchAllResult } from "./protocol";
 
 const K = 5;
@@ -13,9 +13,8 @@ const PRESETS: Record<string, PresetSpec> = {
     modelBase: "./default/model/",
     modelName: "tiny-llava-clip-llama (random weights, test model)",
     bankUrl: "./default/bank.llbank",
-    gpu: true,
   },
-  smolvlm: { label: "SmolVLM-256M-Instruct", modelBase: SMOLVLM, modelName: "HuggingFaceTB/SmolVLM-256M-Instruct", bankUrl: "", gpu: true },
+  smolvlm: { label: "SmolVLM-256M-Instruct", modelBase: SMOLVLM, modelName: "HuggingFaceTB/SmolVLM-256M-Instruct", bankUrl: "" },
 };
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -98,7 +97,7 @@ function currentPreset(): PresetSpec {
   const v = ($("preset") as HTMLSelectElement).value;
   if (v === "custom") {
     const modelBase = ($("customModel") as HTMLInputElement).value.trim() || PRESETS.default.modelBase;
-    return { label: "custom", modelBase, modelName: modelBase, bankUrl: ($("customBank") as HTMLInputElement).value.trim(), gpu: true };
+    return { label: "custom", modelBase, modelName: modelBase, bankUrl: ($("customBank") as HTMLInputElement).value.trim() };
   }
   return PRESETS[v] ?? PRESETS.default;
 }
@@ -108,8 +107,7 @@ async function loadPreset() {
   const rel = currentPreset();
   // Absolute URLs: the worker resolves relative ones against its own script URL.
   const abs = (u: string) => (u ? new URL(u, location.href).href : "");
-  // ?gpu=0 keeps the search on the CPU.
-  const p = { ...rel, modelBase: abs(rel.modelBase), bankUrl: abs(rel.bankUrl), gpu: qs.get("gpu") !== "0" };
+  const p = { ...rel, modelBase: abs(rel.modelBase), bankUrl: abs(rel.bankUrl) };
   st.loaded = false;
   bars.clear();
   $("progress").replaceChildren();
@@ -120,6 +118,8 @@ async function loadPreset() {
     st.loaded = true;
     st.hasBank = r.bank !== null;
     st.numStates = r.model.numStates;
+    gpuPending = true;
+    delete document.body.dataset.search;
     const layer = $("layer") as HTMLInputElement;
     layer.max = String(r.model.numStates - 1);
     st.layer = Math.min(st.layer, r.model.numStates - 1);
@@ -127,18 +127,39 @@ async function loadPreset() {
     $("layerOut").textContent = String(st.layer);
     setStatus(`${p.label} · ${r.model.family} · ${r.model.numStates - 1} layers · d=${r.model.hiddenSize}` +
       (r.bank ? ` · bank: ${r.bank.rows} contexts, layers ${r.bank.layers.join(",")}` : " · no bank"));
-    $("backend").textContent = `model on ${r.backend.model.toUpperCase()}, search on ${r.backend.search === "webgpu" ? "WebGPU" : "CPU"}`;
-    const why = "gpu" in navigator ? r.backend.notice : "this browser has no WebGPU: search runs on the CPU (WebAssembly)";
-    notice(r.backend.search === "webgpu" ? "" : `Note: ${why}.`);
+    showBackend(r.backend);
     if (r.bankError) showError(`The bank was refused — ${r.bankError}`);
     else if (!r.bank) $("col-latent").replaceChildren(el("li", "muted", "No bank for this model: LatentLens needs one (custom URL)."));
     document.body.dataset.state = "loaded";
     if (st.bitmap && lastImageBytes) await runImage(lastImageBytes.slice(0));
+    // No image soon: move the search to WebGPU anyway.
+    setTimeout(() => { if (gpuPending && !document.body.classList.contains("busy")) void enableGpu(); }, 1500);
   } catch (e) {
     document.body.dataset.state = "error";
     setStatus("not loaded");
     showError(e);
   }
+}
+
+function showBackend(b: Backend) {
+  $("backend").textContent = `model on ${b.model.toUpperCase()}, search on ${b.search === "webgpu" ? "WebGPU" : "CPU"}`;
+  const why = !("gpu" in navigator) ? "this browser has no WebGPU: search runs on the CPU (WebAssembly)"
+    : gpuPending ? "search runs on the CPU (WebAssembly) until WebGPU is ready" : b.notice;
+  notice(b.search === "webgpu" ? "" : `Note: ${why}.`);
+}
+
+/** Moves the search to WebGPU (when there is an adapter) after the first results: the
+ *  first neighbours never wait for shader compilation. */
+let gpuPending = false;
+async function enableGpu() {
+  gpuPending = false;
+  if (!st.loaded || qs.get("gpu") === "0") return; // ?gpu=0 keeps the search on the CPU
+  try {
+    const b = await call({ type: "gpu" });
+    showBackend(b);
+    document.body.dataset.search = b.search;
+    if (st.image) await refreshLayer();
+  } catch (e) { showError(e); }
 }
 
 // ---- image -----------------------------------------------------------------
@@ -249,6 +270,7 @@ async function refreshColumns() {
     renderColumn("embedding", r.embedding);
     renderColumn("logit", r.logit);
     if (performance.getEntriesByName("first-neighbours").length === 0) performance.mark("first-neighbours");
+    if (gpuPending) void enableGpu();
     const ol = $("columns");
     ol.dataset.patch = String(p);
     ol.dataset.layer = String(st.layer);

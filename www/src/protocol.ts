@@ -13,8 +13,6 @@ export interface PresetSpec {
   modelName: string;
   /** Bank URL, or "" for none (LatentLens column disabled). */
   bankUrl: string;
-  /** Search on WebGPU when the browser has an adapter. */
-  gpu: boolean;
 }
 
 export type Request =
@@ -24,7 +22,8 @@ export type Request =
   | { id: number; type: "query"; patch: number; layer: number; k: number }
   | { id: number; type: "layerSummary"; layer: number }
   | { id: number; type: "leap" }
-  | { id: number; type: "searchAll"; k: number };
+  | { id: number; type: "searchAll"; k: number }
+  | { id: number; type: "gpu" };
 
 export interface LoadResult { model: ModelInfo; bank: BankInfo | null; backend: Backend; bankError: string | null }
 export interface QueryResult { latent: Neighbour[] | null; embedding: Neighbour[]; logit: Neighbour[] }
@@ -40,6 +39,7 @@ export interface ResultMap {
   layerSummary: LayerSummary;
   leap: Leap;
   searchAll: SearchAllResult;
+  gpu: Backend;
 }
 
 export interface WireError { name: string; message: string }

@@ -82,10 +82,6 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   ]);
   post({ type: "status", text: "building the model…" });
   inspector = Inspector.fromBytes(p.modelName, config, processor, tokenizer, [weights]);
-  if (p.gpu && "gpu" in navigator) {
-    post({ type: "status", text: "looking for a WebGPU adapter…" });
-    await inspector.enableGpu();
-  }
   let bank = null;
   let bankError: string | null = null;
   if (p.bankUrl) {
@@ -162,6 +158,7 @@ async function handle(r: Request): Promise<unknown> {
     case "layerSummary": return layerSummary(r.layer);
     case "leap": return need().leap();
     case "searchAll": return searchAll(r.k);
+    case "gpu": return "gpu" in navigator ? need().enableGpu() : need().backend();
   }
 }
 

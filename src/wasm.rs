@@ -30,7 +30,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::bank::pq::ProductQuantizer;
 use crate::bank::BankReader;
-use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, Progress};
+use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
 use crate::gpu::GpuContext;
 use crate::search::{merge_layers, GpuPqLayer, Hit};
 use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
@@ -198,12 +198,18 @@ fn bank_source(name: &str, bytes: Vec<u8>) -> Box<dyn ByteSource> {
     Box::new(MemorySource::with_name(name, bytes))
 }
 
-/// Name of the Cache API cache holding bank chunks.
-const CACHE_NAME: &str = "latentlens-banks-v1";
+/// Name of the Cache API cache holding bank and model chunks.
+const CACHE_NAME: &str = "latentlens-v1";
 
 /// A bank URL as an HTTP Range source: chunks cached in the Cache API
 /// (when available), progress reported to `on_progress`.
 async fn url_source(url: &str, on_progress: Option<js_sys::Function>) -> Result<Box<dyn ByteSource>, JsValue> {
+    let src = HttpSource::open(url, fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+    Ok(Box::new(src))
+}
+
+/// Download options: the Cache API cache (when available) and a progress callback.
+async fn fetch_options(on_progress: Option<js_sys::Function>) -> FetchOptions {
     let mut opts = FetchOptions::default();
     if let Ok(cache) = BrowserCache::open(CACHE_NAME).await {
         opts = opts.with_cache(Rc::new(cache));
@@ -216,8 +222,7 @@ async fn url_source(url: &str, on_progress: Option<js_sys::Function>) -> Result<
             }
         });
     }
-    let src = HttpSource::open(url, opts).await.map_err(|e| domain_error(e.into()))?;
-    Ok(Box::new(src))
+    opts
 }
 
 /// Opens a bank, refuses it if built for another model (before reading its
@@ -366,6 +371,40 @@ fn json_bytes(bytes: &[u8], what: &str) -> Result<Value, JsValue> {
     serde_json::from_slice(bytes).map_err(|e| js_error("ModelError", format!("{what} is not valid JSON ({e}): check the file or URL")))
 }
 
+/// Builds an [`Inspector`] from the bytes of a VLM's files.
+fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer: &[u8], shards: &[&[u8]]) -> Result<Inspector, JsValue> {
+    let dev = Device::Cpu;
+    let config = json_bytes(config, "config.json")?;
+    let processor_config = json_bytes(processor_config, "preprocessor_config.json")?;
+    Vlm::check_config(&config).map_err(|e| domain_error(e.into()))?;
+    let tok = Tokenizer::from_json_bytes(tokenizer).map_err(|e| domain_error(e.into()))?;
+    if shards.is_empty() {
+        return Err(input_error("no weight files: pass the bytes of model.safetensors (or every shard)"));
+    }
+    let mut w = Weights::default();
+    for (i, s) in shards.iter().enumerate() {
+        let what = format!("{name} weights file {}", i + 1);
+        let part = load_safetensors_bytes(s, &what, &dev).map_err(|e| domain_error(e.into()))?;
+        w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
+    }
+    let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
+    let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
+    let state = State {
+        vlm,
+        name: name.to_string(),
+        fingerprint,
+        embedding: None,
+        bank: None,
+        bank_name: String::new(),
+        gpu_ctx: None,
+        gpu_bank: None,
+        gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
+        image: None,
+        cache: HashMap::new(),
+    };
+    Ok(Inspector { state: Rc::new(RefCell::new(state)) })
+}
+
 #[wasm_bindgen]
 impl Inspector {
     /// Loads a VLM from the bytes of its HF files: `config.json`,
@@ -380,39 +419,38 @@ impl Inspector {
         tokenizer: &[u8],
         #[wasm_bindgen(unchecked_param_type = "Uint8Array[]")] weights: Array,
     ) -> Result<Inspector, JsValue> {
-        let dev = Device::Cpu;
-        let config = json_bytes(config, "config.json")?;
-        let processor_config = json_bytes(processor_config, "preprocessor_config.json")?;
-        Vlm::check_config(&config).map_err(|e| domain_error(e.into()))?;
-        let tok = Tokenizer::from_json_bytes(tokenizer).map_err(|e| domain_error(e.into()))?;
         let shards = array_bytes(&weights, "weights")?;
-        if shards.is_empty() {
-            return Err(input_error("no weight files: pass the bytes of model.safetensors (or every shard)"));
-        }
-        let mut w = Weights::default();
-        for (i, s) in shards.iter().enumerate() {
-            let what = format!("{name} weights file {}", i + 1);
-            let part = load_safetensors_bytes(s, &what, &dev).map_err(|e| domain_error(e.into()))?;
-            w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
-        }
-        drop(shards);
-        let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name)
-            .map_err(|e| domain_error(e.into()))?;
-        let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
-        let state = State {
-            vlm,
-            name: name.to_string(),
-            fingerprint,
-            embedding: None,
-            bank: None,
-            bank_name: String::new(),
-            gpu_ctx: None,
-            gpu_bank: None,
-            gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
-            image: None,
-            cache: HashMap::new(),
-        };
-        Ok(Inspector { state: Rc::new(RefCell::new(state)) })
+        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        build_inspector(name, config, processor_config, tokenizer, &refs)
+    }
+
+    /// Downloads and loads a VLM from its folder URL (a Hugging Face
+    /// repository URL or any base URL holding `config.json`,
+    /// `tokenizer.json`, `preprocessor_config.json` or
+    /// `processor_config.json`, and `model.safetensors` or its shards), in
+    /// ranges, cached in the browser's Cache API (a reload or an interrupted
+    /// download reads what is cached), reporting progress per file.
+    #[wasm_bindgen(js_name = fromUrl)]
+    pub async fn from_url(
+        name: String,
+        base: String,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<Inspector, JsValue> {
+        let files = ModelFiles::fetch_model(&base, &fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+        let get = |n: &str| files.get(n);
+        let config = get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
+        let tokenizer = get("tokenizer.json").ok_or_else(|| input_error(format!("{base}: no tokenizer.json")))?;
+        let processor = get("preprocessor_config.json").or_else(|| get("processor_config.json")).ok_or_else(|| {
+            js_error("ModelError", format!("{base}: neither preprocessor_config.json nor processor_config.json: is this a vision-language model?"))
+        })?;
+        let shards: Vec<&[u8]> = files
+            .files
+            .iter()
+            .filter(|(n, _)| n.ends_with(".safetensors"))
+            .map(|(_, b)| b.as_slice())
+            .collect();
+        build_inspector(&name, config, processor, tokenizer, &shards)
     }
 
     /// The model: name, family, fingerprint, number of hidden states, sizes.

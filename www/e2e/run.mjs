@@ -164,12 +164,14 @@ await test("the Mid-Layer Leap chart equals the native leap table", async () => 
   });
 });
 
-await test("a reload reads the bank from the browser cache", async () => {
+await test("a reload reads the model and the bank from the browser cache", async () => {
   await page.reload();
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   const bars = await page.$$eval("#progress .bar", (b) => b.map((x) => x.textContent));
   const bank = bars.find((t) => t.startsWith("bank")) ?? "";
   assert(bank.includes("from cache"), `bank progress after reload: ${bank}`);
+  const weights = bars.find((t) => t.startsWith("model.safetensors")) ?? "";
+  assert(weights.includes("from cache"), `weights progress after reload: ${weights}`);
 });
 
 await test("with ?gpu=0 (CPU search) every list also equals the native CLI", async () => {

@@ -1,7 +1,7 @@
 // The Worker that owns the wasm module: downloads (with progress), the model
 // forward and every search run here, so the UI thread never freezes.
 // Requests are handled one at a time, in arrival order.
-import init, { Inspector } from "latentlens";
+import init, { Inspector, type DownloadProgress } from "latentlens";
 import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
 
 const K = 5;
@@ -12,61 +12,17 @@ function post(m: FromWorker) {
   (self as unknown as Worker).postMessage(m);
 }
 
-/** Fetches a whole file, reporting bytes, total and rate. */
-async function fetchBytes(url: string, label: string): Promise<Uint8Array> {
-  const t0 = performance.now();
-  let res: Response;
-  try {
-    res = await fetch(url);
-  } catch (e) {
-    throw named("FetchError", `cannot download ${label} from ${url}: ${String(e)} (offline, or the server refuses cross-origin requests)`);
-  }
-  if (!res.ok) throw named("FetchError", `cannot download ${label} from ${url}: HTTP ${res.status} ${res.statusText}`);
-  const totalHeader = res.headers.get("content-length");
-  const total = totalHeader ? Number(totalHeader) : null;
-  if (!res.body) {
-    const b = new Uint8Array(await res.arrayBuffer());
-    post({ type: "progress", label, loaded: b.length, total: b.length, rate: 0, done: true });
-    return b;
-  }
-  const reader = res.body.getReader();
-  const parts: Uint8Array[] = [];
-  let loaded = 0;
-  let lastPost = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    parts.push(value);
-    loaded += value.length;
-    const now = performance.now();
-    if (now - lastPost > 100) {
-      lastPost = now;
-      post({ type: "progress", label, loaded, total, rate: loaded / Math.max(1e-3, (now - t0) / 1000), done: false });
-    }
-  }
-  const out = new Uint8Array(loaded);
-  let o = 0;
-  for (const p of parts) { out.set(p, o); o += p.length; }
-  post({ type: "progress", label, loaded, total: total ?? loaded, rate: loaded / Math.max(1e-3, (performance.now() - t0) / 1000), done: true });
-  return out;
-}
-
 function named(name: string, message: string): Error {
   const e = new Error(message);
   e.name = name;
   return e;
 }
 
-function join(base: string, file: string): string {
-  return base.endsWith("/") ? base + file : base + "/" + file;
-}
-
-async function fetchFirst(base: string, files: string[], label: string): Promise<Uint8Array> {
-  let last: unknown = null;
-  for (const f of files) {
-    try { return await fetchBytes(join(base, f), label); } catch (e) { last = e; }
-  }
-  throw last;
+/** Download progress from the wasm module (ranges, Cache API) → a progress bar per file. */
+function progress(p: DownloadProgress) {
+  const file = decodeURIComponent(new URL(p.url).pathname.split("/").pop() || p.url);
+  const label = file.endsWith(".llbank") ? "bank" : file;
+  post({ type: "progress", label, loaded: p.loaded, total: p.total, rate: p.bytesPerS, done: p.loaded >= p.total, fromCache: p.fromCache });
 }
 
 async function load(p: PresetSpec): Promise<LoadResult> {
@@ -74,14 +30,8 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   await wasmReady;
   inspector?.free();
   inspector = null;
-  const [config, processor, tokenizer, weights] = await Promise.all([
-    fetchBytes(join(p.modelBase, "config.json"), "config.json"),
-    fetchFirst(p.modelBase, ["preprocessor_config.json", "processor_config.json"], "preprocessor_config.json"),
-    fetchBytes(join(p.modelBase, "tokenizer.json"), "tokenizer.json"),
-    fetchBytes(join(p.modelBase, "model.safetensors"), "model weights"),
-  ]);
-  post({ type: "status", text: "building the model…" });
-  inspector = Inspector.fromBytes(p.modelName, config, processor, tokenizer, [weights]);
+  post({ type: "status", text: "downloading the model…" });
+  inspector = await Inspector.fromUrl(p.modelName, p.modelBase, progress);
   let bank = null;
   let bankError: string | null = null;
   if (p.bankUrl) {
@@ -98,9 +48,7 @@ async function load(p: PresetSpec): Promise<LoadResult> {
 async function loadBank(url: string) {
   const insp = need();
   post({ type: "status", text: "reading the bank…" });
-  return insp.loadBankUrl(url, (p) => {
-    post({ type: "progress", label: "bank", loaded: p.loaded, total: p.total, rate: p.bytesPerS, done: p.loaded >= p.total, fromCache: p.fromCache });
-  });
+  return insp.loadBankUrl(url, progress);
 }
 
 function need(): Inspector {

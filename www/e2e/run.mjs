@@ -174,6 +174,28 @@ await test("a reload reads the model and the bank from the browser cache", async
   assert(weights.includes("from cache"), `weights progress after reload: ${weights}`);
 });
 
+await test("a broken connection mid-download resumes from the cache after reload", async () => {
+  const c2 = await browser.newContext(); // empty cache
+  const p2 = await c2.newPage();
+  let requests = 0;
+  await c2.route("**/default/bank.llbank", (r) => (++requests <= 1 ? r.continue() : r.abort("connectionreset")));
+  await p2.goto(server.url);
+  await p2.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+  await p2.waitForSelector("#error:not([hidden])");
+  const msg = await p2.textContent("#error");
+  assert(msg.includes("network error") && msg.includes("retry"), `message after the broken download: ${msg}`);
+  assert(requests >= 2, `only ${requests} bank request(s): nothing was broken`);
+  await c2.unrouteAll();
+  await p2.reload();
+  await p2.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+  assert(await p2.isHidden("#error"), `error after reload: ${await p2.textContent("#error")}`);
+  const bars = await p2.$$eval("#progress .bar", (b) => b.map((x) => x.textContent));
+  const bank = bars.find((t) => t.startsWith("bank")) ?? "";
+  assert(bank.includes("from cache"), `bank progress after the resumed download: ${bank}`);
+  console.log(`      (${requests} requests before the break was lifted; after reload: ${bank})`);
+  await c2.close();
+});
+
 await test("with ?gpu=0 (CPU search) every list also equals the native CLI", async () => {
   await page.goto(`${server.url}?gpu=0`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });

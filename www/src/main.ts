@@ -128,7 +128,7 @@ async function loadPreset() {
     setStatus(`${p.label} · ${r.model.family} · ${r.model.numStates - 1} layers · d=${r.model.hiddenSize}` +
       (r.bank ? ` · bank: ${r.bank.rows} contexts, layers ${r.bank.layers.join(",")}` : " · no bank"));
     showBackend(r.backend);
-    if (r.bankError) showError(`The bank was refused — ${r.bankError}`);
+    if (r.bankError) showError(`The bank could not be loaded — ${r.bankError}`);
     else if (!r.bank) $("col-latent").replaceChildren(el("li", "muted", "No bank for this model: LatentLens needs one (custom URL)."));
     document.body.dataset.state = "loaded";
     if (st.bitmap && lastImageBytes) await runImage(lastImageBytes.slice(0));

@@ -46,6 +46,12 @@ const XSS = `<img src=x onerror="window.__xss=1">`;
 buildBank(MODEL, sentences.slice(0, 300).map((s) => { const w = s.split(" "); w.splice(Math.min(3, w.length), 0, XSS); return w.join(" "); }), "xss");
 buildBank("tests/fixtures/tiny/llava_siglip_qwen2", sentences.slice(0, 300), "wrong");
 
+// A tiled model (tiny SmolVLM / Idefics3 layout, random weights), served as a custom model URL.
+const SMOLVLM = "tests/fixtures/tiny/smolvlm_llama";
+mkdirSync(join(testDir, "smolvlm"), { recursive: true });
+for (const f of ["config.json", "tokenizer.json", "processor_config.json", "model.safetensors"]) cpSync(join(ROOT, SMOLVLM, f), join(testDir, "smolvlm", f));
+const nativeTiled = JSON.parse(run(BIN, ["inspect", "--model", SMOLVLM, "--method", "embedding,logit", PHOTO, "--json", "--k", String(K)]));
+
 const server = await serve(DIST);
 const browser = await launch();
 const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
@@ -230,6 +236,25 @@ await test("switching presets back to the default loads its bank", async () => {
   await page.click("#load");
   await page.waitForFunction(() => document.querySelector("#modelLabel")?.textContent?.includes("bank:"), null, { timeout: 60000 });
   assert(await page.isHidden("#error"), "the old error is still shown");
+});
+
+await test("a tiled model (SmolVLM layout) from a custom URL: tiles, no bank, baselines equal the native CLI", async () => {
+  await page.goto(`${server.url}?model=test/smolvlm/`);
+  await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+  await uploadPhoto();
+  const info = await page.evaluate(() => window.latentlensPage.image());
+  assert(info.numTiles > 1 && info.patches.length === nativeTiled.items.length, `tiles ${info.numTiles}, patches ${info.patches.length} (native ${nativeTiled.items.length})`);
+  assert(!(await page.isDisabled("#tile")), "the tile selector is disabled");
+  assert((await page.textContent("#col-latent")).includes("No bank"), "the LatentLens column should say there is no bank");
+  const last = nativeTiled.items.length - 1;
+  for (const idx of [0, Math.floor(last / 2), last]) {
+    for (const layer of [0, nativeTiled.query_layers[nativeTiled.query_layers.length - 1]]) {
+      await page.evaluate(([p, l]) => { window.latentlensPage.setLayer(l); window.latentlensPage.selectPatch(p); }, [idx, layer]);
+      await waitSelection(idx, layer);
+      for (const m of ["embedding", "logit"]) compare(await column(m), nativeTiled.items[idx].layers[String(layer)][m], `tiled patch ${idx} layer ${layer} ${m}`);
+    }
+  }
+  await page.screenshot({ path: join(OUT, "tiled-model.png"), fullPage: true });
 });
 
 await test("a plain Vite app installs pkg/ from its path, builds, and gets typed errors", async () => {

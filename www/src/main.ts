@@ -436,7 +436,13 @@ window.latentlensPage = {
   image: () => st.image,
   searchAll: (k: number) => call({ type: "searchAll", k }),
   setLayer,
-  selectPatch: (p: number) => { st.locked = p; st.hover = null; if (st.image?.patches[p]) st.tile = st.image.patches[p].tile; drawCanvas(); void refreshColumns(); },
+  selectPatch: (p: number) => {
+    st.locked = p;
+    st.hover = null;
+    if (st.image?.patches[p]) { st.tile = st.image.patches[p].tile; ($("tile") as HTMLSelectElement).value = String(st.tile); }
+    drawCanvas();
+    void refreshColumns();
+  },
 };
 
 // URL parameters: ?model=URL&bank=URL selects the custom preset.

@@ -245,7 +245,7 @@ async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn 
     s.bank = Some(Rc::new(lens));
     s.gpu_bank = gpu;
     s.bank_name = name;
-    s.cache.retain(|(_, m, _), _| *m != Method::Latent);
+    s.invalidate(true);
     to_js(&info)
 }
 
@@ -349,6 +349,21 @@ struct State {
     image: Option<Rc<ImageRun>>,
     /// (query layer, method, k) → neighbours of every patch, for the current image.
     cache: HashMap<(usize, Method, usize), Rc<Vec<Vec<Neighbour>>>>,
+    /// Bumped whenever the image, the bank or the search backend changes, so a
+    /// search that was running meanwhile does not fill the cache with stale results.
+    generation: u64,
+}
+
+impl State {
+    /// Drops cached results (all, or LatentLens only) and starts a new generation.
+    fn invalidate(&mut self, latent_only: bool) {
+        if latent_only {
+            self.cache.retain(|(_, m, _), _| *m != Method::Latent);
+        } else {
+            self.cache.clear();
+        }
+        self.generation += 1;
+    }
 }
 
 /// A loaded VLM (+ optional bank) and the image last run through it.
@@ -401,6 +416,7 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
         image: None,
         cache: HashMap::new(),
+        generation: 0,
     };
     Ok(Inspector { state: Rc::new(RefCell::new(state)) })
 }
@@ -527,7 +543,7 @@ impl Inspector {
                     Ok(layers) => {
                         let mut s = state.borrow_mut();
                         s.gpu_bank = Some(Rc::new(layers));
-                        s.cache.retain(|(_, m, _), _| *m != Method::Latent);
+                        s.invalidate(true);
                     }
                     Err(e) => {
                         let msg = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
@@ -546,7 +562,7 @@ impl Inspector {
         s.gpu_bank = None;
         s.gpu_ctx = None;
         s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
-        s.cache.retain(|(_, m, _), _| *m != Method::Latent);
+        s.invalidate(true);
     }
 
     /// The loaded bank, or `null`.
@@ -568,21 +584,18 @@ impl Inspector {
         let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
         let img = crate::image::decode(bytes).map_err(|e| domain_error(e.into()))?;
         let (width, height) = (img.width, img.height);
-        let hs = {
+        let (hs, tiles) = {
             let s = self.state.borrow();
             let pre = s.vlm.preprocess(&img).map_err(|e| domain_error(e.into()))?;
-            let tiles = pre.num_tiles() as u32;
             let text = s.vlm.expand_prompt(&prompt, &pre).map_err(|e| domain_error(e.into()))?;
             let ids = s.vlm.tokenizer.encode(&text).map_err(|e| domain_error(e.into()))?;
-            let hs = s.vlm.forward(&ids, &pre).map_err(|e| domain_error(e.into()))?;
-            (hs, tiles)
+            (s.vlm.forward(&ids, &pre).map_err(|e| domain_error(e.into()))?, pre.num_tiles() as u32)
         };
-        let (hs, tiles) = hs;
         let run = ImageRun { hs, width, height, tiles };
         let info = image_info(&run);
         let mut s = self.state.borrow_mut();
         s.image = Some(Rc::new(run));
-        s.cache.clear();
+        s.invalidate(false);
         to_js(&info)
     }
 
@@ -657,7 +670,7 @@ impl Inspector {
     pub fn clear_image(&self) {
         let mut s = self.state.borrow_mut();
         s.image = None;
-        s.cache.clear();
+        s.invalidate(false);
     }
 }
 
@@ -704,7 +717,7 @@ async fn query_all(
         return Err(input_error(format!("k = {k}: ask for between 1 and {MAX_K} neighbours")));
     }
     // Everything needed is cloned out of the state so no borrow is held across an await.
-    let (run, bank, gpu) = {
+    let (run, bank, gpu, generation) = {
         let s = state.borrow();
         if let Some(hit) = s.cache.get(&(layer, method, k)) {
             return Ok(hit.clone());
@@ -716,7 +729,7 @@ async fn query_all(
                 run.hs.num_layers().saturating_sub(1)
             )));
         }
-        (run, s.bank.clone(), s.gpu_bank.clone())
+        (run, s.bank.clone(), s.gpu_bank.clone(), s.generation)
     };
     let d = run.hs.hidden_size;
     let mut q = Vec::with_capacity(run.hs.visual_rows.len() * d); // [patches, d]
@@ -756,6 +769,9 @@ async fn query_all(
         }
     };
     let lists = Rc::new(lists);
-    state.borrow_mut().cache.insert((layer, method, k), lists.clone());
+    let mut s = state.borrow_mut();
+    if s.generation == generation {
+        s.cache.insert((layer, method, k), lists.clone());
+    }
     Ok(lists)
 }

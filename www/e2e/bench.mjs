@@ -61,7 +61,7 @@ await browser.close();
 server.stop();
 
 const f = (x) => x.toFixed(0).padStart(8);
-console.log("page benchmark (headless chromium, embedded default: tiny LLaVA + 1,200-sentence bank, CPU wasm)");
+console.log("page benchmark (headless chromium; embedded default: tiny LLaVA + 1,200-sentence bank; model forward on the CPU, wasm)");
 console.log(`runs: ${RUNS}, medians`);
 console.log(`  first neighbours, cold cache   ${f(median(cold))} ms   (${(median(coldBytes) / 1e6).toFixed(2)} MB downloaded)`);
 console.log(`  first neighbours, warm cache   ${f(median(warm))} ms   (${(median(warmBytes) / 1e6).toFixed(3)} MB downloaded)`);

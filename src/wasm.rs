@@ -332,6 +332,9 @@ struct ImageRun {
     tiles: u32,
 }
 
+/// Neighbours of every patch (index = patch), shared with the cache.
+type Lists = Rc<Vec<Vec<Neighbour>>>;
+
 /// Everything an [`Inspector`] holds; shared with its pending promises.
 struct State {
     vlm: Vlm,
@@ -348,7 +351,7 @@ struct State {
     gpu_notice: String,
     image: Option<Rc<ImageRun>>,
     /// (query layer, method, k) → neighbours of every patch, for the current image.
-    cache: HashMap<(usize, Method, usize), Rc<Vec<Vec<Neighbour>>>>,
+    cache: HashMap<(usize, Method, usize), Lists>,
     /// Bumped whenever the image, the bank or the search backend changes, so a
     /// search that was running meanwhile does not fill the cache with stale results.
     generation: u64,
@@ -711,7 +714,7 @@ async fn query_all(
     layer: usize,
     method: &str,
     k: usize,
-) -> Result<Rc<Vec<Vec<Neighbour>>>, JsValue> {
+) -> Result<Lists, JsValue> {
     let method = parse_method(method)?;
     if k == 0 || k > MAX_K {
         return Err(input_error(format!("k = {k}: ask for between 1 and {MAX_K} neighbours")));

@@ -244,5 +244,5 @@ case "$cmd" in
     ;;
   serve) serve_page ;;
   help|*)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
 esac

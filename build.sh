@@ -2,10 +2,13 @@
 # latentlens: the only entry point. Idempotent; installs what it needs.
 #
 #   ./build.sh setup          system packages (lavapipe), real weights (SmolLM2 GGUF)
-#   ./build.sh test           every test tier that runs on this machine (native, GPU on lavapipe, wasm)
+#   ./build.sh test           every test tier: native + GPU on lavapipe, wasm (headless Chromium), Playwright end to end
 #   ./build.sh test-wasm      the browser tier alone: wasm-bindgen-test in headless Chromium (WebGPU on SwiftShader)
-#   ./build.sh serve          the web page (lands with the browser issue)
-#   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank
+#   ./build.sh serve          build the wasm package, the page and its default model/bank; serve on :8080
+#   ./build.sh pkg            the npm package (wasm + JS + .d.ts) in pkg/
+#   ./build.sh page           pkg + the page (www/dist) + its default model, bank and sample photos
+#   ./build.sh e2e            the Playwright end-to-end tier alone (headless Debian chromium)
+#   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank | page
 #   ./build.sh bank [smollm2] build the real SmolLM2 bank from the offline corpus (cached in .assets/banks)
 #   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
@@ -106,6 +109,120 @@ cli() {
   "$ROOT/target/release/latentlens" "$@"
 }
 
+# --- the browser: wasm package, page, default model and bank ----------------
+WASM_BINDGEN_VERSION=0.2.130   # must equal the `wasm-bindgen` crate pin in Cargo.toml
+WASM_TARGET_DIR=$ROOT/target/wasm32-unknown-unknown/release
+wasm_tools() {
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    log "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION (~4 min)"
+    # Not --locked: its lockfile pins a yanked webpki-roots.
+    cargo install -q wasm-bindgen-cli --version "=$WASM_BINDGEN_VERSION"
+  fi
+}
+node_tools() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -d www/node_modules ] || [ www/package-lock.json -nt www/node_modules/.package-lock.json ]; then
+    log "npm ci (www: vite, typescript, playwright-core)"
+    (cd www && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+# The npm package: release wasm32 build, pinned wasm-bindgen CLI (--target web: an ES module whose
+# default export `init()` fetches the .wasm next to it; works in Vite, workers and plain pages),
+# optional wasm-opt from npm binaryen (LATENTLENS_WASM_OPT=1; Debian's binaryen breaks the output).
+build_pkg() {
+  wasm_tools
+  log "cargo build (wasm32, release)"
+  cargo build -q --lib --release --target wasm32-unknown-unknown --no-default-features --features gpu
+  rm -rf pkg && mkdir -p pkg
+  wasm-bindgen --target web --out-dir pkg --out-name latentlens "$WASM_TARGET_DIR/latentlens.wasm"
+  if [ "${LATENTLENS_WASM_OPT:-0}" = 1 ]; then
+    node_tools
+    [ -x www/node_modules/.bin/wasm-opt ] || (cd www && npm install --no-save --no-audit --no-fund binaryen@132 >/dev/null)
+    www/node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+      --enable-reference-types --enable-multivalue --enable-mutable-globals \
+      pkg/latentlens_bg.wasm -o pkg/latentlens_bg.wasm
+  fi
+  local version; version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+  cat > pkg/package.json <<JSON
+{
+  "name": "latentlens",
+  "version": "$version",
+  "description": "LatentLens in the browser: what a vision-language model sees in each image patch, in words",
+  "license": "MIT OR Apache-2.0",
+  "type": "module",
+  "main": "latentlens.js",
+  "module": "latentlens.js",
+  "types": "latentlens.d.ts",
+  "exports": { ".": { "types": "./latentlens.d.ts", "default": "./latentlens.js" }, "./latentlens_bg.wasm": "./latentlens_bg.wasm" },
+  "files": ["latentlens.js", "latentlens.d.ts", "latentlens_bg.wasm", "latentlens_bg.wasm.d.ts"],
+  "sideEffects": false
+}
+JSON
+  log "pkg/: $(du -h pkg/latentlens_bg.wasm | cut -f1) wasm, $(gzip -c pkg/latentlens_bg.wasm | wc -c | awk '{printf "%.1f MB", $1/1e6}') gzipped"
+}
+# Debug-profile CLI (shared with `cargo test`): builds the default bank and serves.
+cli_dev() {
+  cargo build -q --bin latentlens
+  echo "$ROOT/target/debug/latentlens"
+}
+# Sample photos from the scikit-image wheel (PyPI); licences in www/public/samples/LICENCES.txt.
+SKIMAGE_VERSION=0.26.0
+sample_photos() {
+  local dst=www/public/samples
+  [ -s $dst/chelsea.png ] && [ -s $dst/rocket.jpg ] && return 0
+  local whl_dir=$ASSETS/wheels; mkdir -p "$whl_dir"
+  if ! ls "$whl_dir"/scikit_image-$SKIMAGE_VERSION-*.whl >/dev/null 2>&1; then
+    log "fetching sample photos (PyPI scikit-image==$SKIMAGE_VERSION wheel)"
+    python3 -m pip download -q --no-deps --only-binary=:all: "scikit-image==$SKIMAGE_VERSION" -d "$whl_dir"
+  fi
+  python3 - "$(ls "$whl_dir"/scikit_image-$SKIMAGE_VERSION-*.whl | head -1)" "$dst" <<'PY'
+import sys, zipfile, os
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for n in ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg"):
+        with z.open("skimage/data/" + n) as src, open(os.path.join(sys.argv[2], n), "wb") as dst:
+            dst.write(src.read())
+PY
+}
+# The embedded default: the tiny LLaVA fixture (random weights, labelled as a test model on the
+# page) and a bank built from its own text model over 1,200 real WordNet sentences.
+DEFAULT_MODEL=tests/fixtures/tiny/llava_clip_llama
+page_assets() {
+  sample_photos
+  local d=www/public/default
+  mkdir -p $d/model
+  for f in config.json tokenizer.json model.safetensors; do
+    cmp -s $DEFAULT_MODEL/$f $d/model/$f || cp $DEFAULT_MODEL/$f $d/model/$f
+  done
+  # Named as on the Hub, so the page finds it on its first try.
+  cmp -s $DEFAULT_MODEL/processor_config.json $d/model/preprocessor_config.json ||
+    cp $DEFAULT_MODEL/processor_config.json $d/model/preprocessor_config.json
+  if [ ! -s $d/bank.llbank ] || [ $DEFAULT_MODEL/model.safetensors -nt $d/bank.llbank ]; then
+    log "building the default bank (tiny LLaVA's own text model, 1,200 WordNet sentences)"
+    "$(cli_dev)" build-bank --model $DEFAULT_MODEL --corpus tests/fixtures/smollm2/wordnet_sentences.txt \
+      --out $d/bank.llbank --corpus-name "WordNet 3.0 usage examples (1,200, tests/fixtures/smollm2)" >/dev/null
+  fi
+}
+build_page() {
+  build_pkg
+  node_tools
+  page_assets
+  log "vite build (www/dist)"
+  (cd www && npx tsc --noEmit && npx vite build --logLevel warn)
+}
+serve_page() {
+  build_page
+  log "http://127.0.0.1:${LATENTLENS_PORT:-8080}/  (Ctrl-C to stop)"
+  exec "$(cli_dev)" serve www/dist --addr "127.0.0.1:${LATENTLENS_PORT:-8080}"
+}
+# Playwright (npm playwright-core) driving Debian's chromium.
+e2e() {
+  apt_install chromium
+  build_page
+  local bin; bin=$(cli_dev)
+  CHROMIUM=$(command -v chromium) LATENTLENS_BIN=$bin node www/e2e/run.mjs "$@"
+}
+
 setup() {
   apt_install mesa-vulkan-drivers libvulkan1 wordnet-base
   fetch_smollm2
@@ -123,10 +240,20 @@ case "$cmd" in
     log "cargo test"
     cargo test --all-targets "$@"
     test_wasm
+    log "end-to-end (Playwright, headless chromium)"
+    e2e
     ;;
   test-wasm) test_wasm "$@" ;;
+  pkg) build_pkg ;;
+  page) build_page ;;
+  e2e) e2e "$@" ;;
   bench)
-    name=${1:?usage: ./build.sh bench search|model|bank}; shift
+    name=${1:?usage: ./build.sh bench search|model|bank|page}; shift
+    if [ "$name" = page ]; then
+      apt_install chromium; build_page
+      CHROMIUM=$(command -v chromium) LATENTLENS_BIN=$(cli_dev) node www/e2e/bench.mjs "$@"
+      exit 0
+    fi
     setup; pyenv
     [ "$name" = bank ] && make_corpus
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY LATENTLENS_CORPUS=$CORPUS
@@ -147,8 +274,7 @@ case "$cmd" in
     cli build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --out "$out" "${limit[@]}" \
       --corpus-name "latentlens offline corpus v1 (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" "$@"
     ;;
-  serve)
-    log "the web page lands with the browser issue; nothing to serve yet"; exit 1 ;;
+  serve) serve_page ;;
   help|*)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
 esac

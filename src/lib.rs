@@ -24,6 +24,7 @@
 //! - [`image`]: decoding and preprocessing of images.
 //! - [`model`]: configs, weights, tokenizers, model families, `HiddenStates`.
 //! - [`lens`]: LatentLens, EmbeddingLens, LogitLens and the word readout.
+//! - `wasm` (wasm32 with feature gpu): the `#[wasm_bindgen]` surface used by the npm package and the page.
 
 pub mod bank;
 pub mod error;
@@ -34,5 +35,7 @@ pub mod image;
 pub mod lens;
 pub mod model;
 pub mod search;
+#[cfg(all(target_arch = "wasm32", feature = "gpu"))]
+pub mod wasm;
 
 pub use error::{Error, Result};

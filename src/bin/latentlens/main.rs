@@ -11,6 +11,7 @@ mod build_bank;
 mod hidden_states;
 mod inspect;
 mod inspect_vlm;
+mod serve;
 
 #[derive(Parser)]
 #[command(name = "latentlens", version, about = "What a vision-language model sees in each image patch, in words")]
@@ -31,6 +32,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Merge shard collections (build-bank --shard i/n) into one bank.
     MergeBanks(build_bank::MergeArgs),
+    /// Serve the web page (static files with Range, application/wasm, COOP/COEP).
+    Serve(serve::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
         Command::BuildBank(args) => build_bank::run(args),
         Command::MergeBanks(args) => build_bank::run_merge(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,780 @@
+//! The browser surface: the ONLY `#[wasm_bindgen]` file. It converts types
+//! and errors between JavaScript and the core crate and holds no logic of
+//! its own (automerge's "thin boundary"; burn's single `web.rs`).
+//!
+//! One [`Inspector`] holds a VLM, optionally a bank, and the hidden states of
+//! the last image. Methods are camelCase; errors are JavaScript `Error`s whose
+//! `name` says the domain (`ModelError`, `BankError`, `ImageError`,
+//! `SearchError`, `FetchError`, `GpuError`, `InputError`, `StateError`) and
+//! whose `message` says what was wrong and what to do. The TypeScript types
+//! are written by hand below (`typescript_custom_section`).
+//!
+//! Models come in as bytes (the page fetches them itself, with progress).
+//! Banks come as bytes ([`Inspector::load_bank`], a [`MemorySource`]) or as a
+//! URL ([`Inspector::load_bank_url`]: the HTTP Range [`HttpSource`], chunks
+//! kept in the browser's Cache API so a reload downloads nothing).
+//!
+//! Search: CPU (wasm) by default; [`Inspector::enable_gpu`] uploads every
+//! bank layer to WebGPU ([`GpuPqLayer`], the WGSL kernels of `crate::gpu`)
+//! when an adapter exists, and the LatentLens search runs there.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use candle_core::Device;
+use js_sys::{Array, Promise, Uint8Array};
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::bank::pq::ProductQuantizer;
+use crate::bank::BankReader;
+use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
+use crate::gpu::GpuContext;
+use crate::search::{merge_layers, GpuPqLayer, Hit};
+use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
+use crate::model::tokenizer::Tokenizer;
+use crate::model::vlm::{Vlm, VlmModel};
+use crate::model::weights::{load_safetensors_bytes, Weights};
+use crate::model::HiddenStates;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Which lens: contextual bank, input embeddings, or final norm + unembedding. */
+export type Method = "latent" | "embedding" | "logit";
+
+/** Name of every error this package throws (the `name` of the Error). */
+export type LatentLensErrorName =
+  | "ModelError" | "BankError" | "ImageError" | "SearchError"
+  | "FetchError" | "GpuError" | "InputError" | "StateError";
+
+/** An Error thrown by this package: `name` is the domain, `message` what to do. */
+export interface LatentLensError extends Error { name: LatentLensErrorName }
+
+/** One explanation of a visual token (same fields as the CLI's JSON, camelCase). */
+export interface Neighbour {
+  rank: number;
+  /** Cosine similarity (latent, embedding) or logit (logit). */
+  score: number;
+  /** Softmax probability (logit only). */
+  prob?: number;
+  /** The whole word (latent) or the decoded token. */
+  word: string;
+  /** The raw vocabulary string of the matched token. */
+  token: string;
+  tokenId: number;
+  method: Method;
+  /** The sentence the contextual embedding came from (latent only). */
+  sentence?: string;
+  /** UTF-8 byte span of `word` in `sentence` (as the CLI's JSON). */
+  span?: [number, number];
+  /** The same span in JavaScript string indices (UTF-16), for highlighting. */
+  charSpan?: [number, number];
+  /** LLM layer of the bank the hit came from (latent only). */
+  bankLayer?: number;
+}
+
+/** Where a visual token comes from in the original image. */
+export interface Patch {
+  index: number;
+  tile: number;
+  row: number;
+  col: number;
+  /** Pixel rectangle in the original image: [x0, y0, x1, y1). */
+  rect: [number, number, number, number];
+}
+
+export interface ModelInfo {
+  name: string;
+  family: "llava" | "idefics3";
+  fingerprint: string;
+  /** Hidden states per input: num_hidden_layers + 1 (0 = embeddings). */
+  numStates: number;
+  hiddenSize: number;
+  vocabSize: number;
+  defaultPrompt: string;
+}
+
+export interface BankInfo {
+  name: string;
+  modelName: string;
+  fingerprint: string;
+  /** LLM layers the bank holds, in slot order. */
+  layers: number[];
+  rows: number;
+  sentences: number;
+  corpus: string;
+  bytesPerVector: number;
+}
+
+export interface ImageInfo {
+  width: number;
+  height: number;
+  numStates: number;
+  numTokens: number;
+  numTiles: number;
+  patches: Patch[];
+}
+
+/** Mid-Layer Leap: for each query layer, how many top-1 LatentLens hits come from each bank layer. */
+export interface Leap {
+  queryLayers: number[];
+  bankLayers: number[];
+  /** counts[i][j]: query layer queryLayers[i], bank layer bankLayers[j]. */
+  counts: number[][];
+}
+
+/** Download progress of a bank read by URL (HTTP Range requests, Cache API). */
+export interface DownloadProgress {
+  url: string;
+  /** Distinct bytes of the file obtained so far (network + cache). */
+  loaded: number;
+  total: number;
+  /** Network throughput, bytes per second. */
+  bytesPerS: number;
+  /** How many of `loaded` came from the browser cache. */
+  fromCache: number;
+}
+
+export interface Backend {
+  /** Where the model forward runs. */
+  model: "cpu";
+  /** Where the bank search runs. */
+  search: "cpu" | "webgpu";
+  /** Why it is not WebGPU, when it is not. */
+  notice: string;
+}
+"#;
+
+/// Installs the panic hook once, when the module is instantiated.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// The package version (the crate's).
+#[wasm_bindgen(js_name = version)]
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+
+/// A JavaScript `Error` named after the domain.
+fn js_error(name: &str, msg: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&msg.to_string());
+    e.set_name(name);
+    e.into()
+}
+
+fn domain_error(e: crate::Error) -> JsValue {
+    use crate::Error as E;
+    let name = match &e {
+        E::Bank(_) => "BankError",
+        E::Fetch(_) => "FetchError",
+        #[cfg(feature = "gpu")]
+        E::Gpu(_) => "GpuError",
+        E::Image(_) => "ImageError",
+        E::Model(_) => "ModelError",
+        E::Search(_) => "SearchError",
+    };
+    js_error(name, e)
+}
+
+fn input_error(msg: impl std::fmt::Display) -> JsValue {
+    js_error("InputError", msg)
+}
+
+fn state_error(msg: impl std::fmt::Display) -> JsValue {
+    js_error("StateError", msg)
+}
+
+fn to_js(v: &Value) -> Result<JsValue, JsValue> {
+    let s = serde_json::to_string(v).map_err(|e| input_error(format!("cannot serialise a result: {e}")))?;
+    js_sys::JSON::parse(&s)
+}
+
+/// Bank bytes already in memory as a byte source.
+fn bank_source(name: &str, bytes: Vec<u8>) -> Box<dyn ByteSource> {
+    Box::new(MemorySource::with_name(name, bytes))
+}
+
+/// Name of the Cache API cache holding bank and model chunks.
+const CACHE_NAME: &str = "latentlens-v1";
+
+/// A bank URL as an HTTP Range source: chunks cached in the Cache API
+/// (when available), progress reported to `on_progress`.
+async fn url_source(url: &str, on_progress: Option<js_sys::Function>) -> Result<Box<dyn ByteSource>, JsValue> {
+    let src = HttpSource::open(url, fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+    Ok(Box::new(src))
+}
+
+/// Download options: the Cache API cache (when available) and a progress callback.
+async fn fetch_options(on_progress: Option<js_sys::Function>) -> FetchOptions {
+    let mut opts = FetchOptions::default();
+    if let Ok(cache) = BrowserCache::open(CACHE_NAME).await {
+        opts = opts.with_cache(Rc::new(cache));
+    }
+    if let Some(f) = on_progress {
+        opts = opts.with_progress(move |p: &Progress| {
+            let v = json!({ "url": p.url, "loaded": p.loaded, "total": p.total, "bytesPerS": p.bytes_per_s, "fromCache": p.from_cache });
+            if let Ok(js) = to_js(&v) {
+                let _ = f.call1(&JsValue::NULL, &js);
+            }
+        });
+    }
+    opts
+}
+
+/// Opens a bank, refuses it if built for another model (before reading its
+/// rows), loads every row chunk, and uploads it to the GPU when one is on.
+async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>) -> Result<JsValue, JsValue> {
+    let reader = BankReader::open(source).await.map_err(|e| domain_error(e.into()))?;
+    let mut lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
+    {
+        let s = state.borrow();
+        lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
+    }
+    while lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some() {}
+    let info = bank_info(&lens, &name);
+    let ctx = state.borrow().gpu_ctx.clone();
+    let gpu = match ctx {
+        Some(ctx) => Some(Rc::new(upload_bank(&ctx, &lens).await?)),
+        None => None,
+    };
+    let mut s = state.borrow_mut();
+    s.bank = Some(Rc::new(lens));
+    s.gpu_bank = gpu;
+    s.bank_name = name;
+    s.invalidate(true);
+    to_js(&info)
+}
+
+/// Every bank layer on the GPU: quantizer, codes and refinement data.
+async fn upload_bank(ctx: &GpuContext, lens: &LatentLens) -> Result<Vec<GpuPqLayer>, JsValue> {
+    let r = lens.reader();
+    let mut layers = Vec::with_capacity(r.n_layers());
+    for slot in 0..r.n_layers() {
+        let pq = ProductQuantizer::from_bytes(&r.quantizer_blob(slot).await.map_err(|e| domain_error(e.into()))?)
+            .map_err(|e| domain_error(e.into()))?;
+        let (mut codes, mut refine) = (Vec::new(), Vec::new());
+        for c in 0..r.n_chunks() {
+            codes.extend(r.codes_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
+            if r.refine_bytes() > 0 {
+                refine.extend(r.refine_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
+            }
+        }
+        let refine = (!refine.is_empty()).then_some(refine.as_slice());
+        layers.push(GpuPqLayer::new(ctx, &pq, &codes, refine, slot as u16).map_err(domain_error)?);
+    }
+    Ok(layers)
+}
+
+/// LatentLens on the GPU: per bank layer top-k (shortlist reranked with the
+/// refinement data), merged across layers, read out like the CPU path.
+async fn gpu_explain(lens: &LatentLens, gpu: &[GpuPqLayer], queries: &[f32], d: usize, k: usize) -> Result<Vec<Vec<Neighbour>>, JsValue> {
+    let mut q = queries.to_vec(); // [Q, d], unit rows: cosine = inner product
+    for row in q.chunks_mut(d) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    let mut per_layer: Vec<Vec<Vec<Hit>>> = Vec::with_capacity(gpu.len());
+    for l in gpu {
+        per_layer.push(l.search(&q, k, lens.shortlist).await.map_err(domain_error)?);
+    }
+    let merged = merge_layers(&per_layer, k).map_err(|e| domain_error(e.into()))?;
+    let mut out = Vec::with_capacity(merged.len());
+    for hits in merged {
+        out.push(lens.neighbours(&hits).await.map_err(|e| domain_error(e.into()))?);
+    }
+    Ok(out)
+}
+
+/// UTF-8 byte offset → UTF-16 index in `s` (JavaScript string index).
+fn utf16_index(s: &str, byte: usize) -> Option<usize> {
+    s.get(..byte).map(|p| p.encode_utf16().count())
+}
+
+fn neighbour_json(n: &Neighbour) -> Value {
+    let mut v = json!({
+        "rank": n.rank, "score": n.score, "word": n.word, "token": n.token,
+        "tokenId": n.token_id, "method": n.method,
+    });
+    if let Some(p) = n.prob {
+        v["prob"] = json!(p);
+    }
+    if let Some(s) = &n.sentence {
+        v["sentence"] = json!(s);
+        if let Some((a, b)) = n.span {
+            v["span"] = json!([a, b]);
+            if let (Some(ca), Some(cb)) = (utf16_index(s, a), utf16_index(s, b)) {
+                v["charSpan"] = json!([ca, cb]);
+            }
+        }
+    }
+    if let Some(l) = n.bank_layer {
+        v["bankLayer"] = json!(l);
+    }
+    v
+}
+
+fn parse_method(m: &str) -> Result<Method, JsValue> {
+    Method::parse(m).ok_or_else(|| input_error(format!("unknown method `{m}`: use \"latent\", \"embedding\" or \"logit\"")))
+}
+
+/// Largest `k` the page may ask for (bounds every allocation sized by `k`).
+const MAX_K: usize = 256;
+
+/// The hidden states of the image last run, and its size.
+struct ImageRun {
+    hs: HiddenStates,
+    width: u32,
+    height: u32,
+    tiles: u32,
+}
+
+/// Neighbours of every patch (index = patch), shared with the cache.
+type Lists = Rc<Vec<Vec<Neighbour>>>;
+
+/// Everything an [`Inspector`] holds; shared with its pending promises.
+struct State {
+    vlm: Vlm,
+    name: String,
+    fingerprint: String,
+    embedding: Option<Rc<EmbeddingLens>>,
+    bank: Option<Rc<LatentLens>>,
+    bank_name: String,
+    /// The WebGPU context, once [`Inspector::enable_gpu`] found an adapter.
+    gpu_ctx: Option<Rc<GpuContext>>,
+    /// The bank's layers on the GPU (with `gpu_ctx` and a bank).
+    gpu_bank: Option<Rc<Vec<GpuPqLayer>>>,
+    /// Why the search is not on the GPU.
+    gpu_notice: String,
+    image: Option<Rc<ImageRun>>,
+    /// (query layer, method, k) → neighbours of every patch, for the current image.
+    cache: HashMap<(usize, Method, usize), Lists>,
+    /// Bumped whenever the image, the bank or the search backend changes, so a
+    /// search that was running meanwhile does not fill the cache with stale results.
+    generation: u64,
+}
+
+impl State {
+    /// Drops cached results (all, or LatentLens only) and starts a new generation.
+    fn invalidate(&mut self, latent_only: bool) {
+        if latent_only {
+            self.cache.retain(|(_, m, _), _| *m != Method::Latent);
+        } else {
+            self.cache.clear();
+        }
+        self.generation += 1;
+    }
+}
+
+/// A loaded VLM (+ optional bank) and the image last run through it.
+#[wasm_bindgen]
+pub struct Inspector {
+    state: Rc<RefCell<State>>,
+}
+
+fn array_bytes(a: &Array, what: &str) -> Result<Vec<Vec<u8>>, JsValue> {
+    let mut out = Vec::with_capacity(a.length() as usize);
+    for (i, v) in a.iter().enumerate() {
+        let u: Uint8Array =
+            v.dyn_into().map_err(|_| input_error(format!("{what}[{i}] is not a Uint8Array: pass the file's bytes")))?;
+        out.push(u.to_vec());
+    }
+    Ok(out)
+}
+
+fn json_bytes(bytes: &[u8], what: &str) -> Result<Value, JsValue> {
+    serde_json::from_slice(bytes).map_err(|e| js_error("ModelError", format!("{what} is not valid JSON ({e}): check the file or URL")))
+}
+
+/// Builds an [`Inspector`] from the bytes of a VLM's files.
+fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer: &[u8], shards: &[&[u8]]) -> Result<Inspector, JsValue> {
+    let dev = Device::Cpu;
+    let config = json_bytes(config, "config.json")?;
+    let processor_config = json_bytes(processor_config, "preprocessor_config.json")?;
+    Vlm::check_config(&config).map_err(|e| domain_error(e.into()))?;
+    let tok = Tokenizer::from_json_bytes(tokenizer).map_err(|e| domain_error(e.into()))?;
+    if shards.is_empty() {
+        return Err(input_error("no weight files: pass the bytes of model.safetensors (or every shard)"));
+    }
+    let mut w = Weights::default();
+    for (i, s) in shards.iter().enumerate() {
+        let what = format!("{name} weights file {}", i + 1);
+        let part = load_safetensors_bytes(s, &what, &dev).map_err(|e| domain_error(e.into()))?;
+        w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
+    }
+    let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
+    let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
+    let state = State {
+        vlm,
+        name: name.to_string(),
+        fingerprint,
+        embedding: None,
+        bank: None,
+        bank_name: String::new(),
+        gpu_ctx: None,
+        gpu_bank: None,
+        gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
+        image: None,
+        cache: HashMap::new(),
+        generation: 0,
+    };
+    Ok(Inspector { state: Rc::new(RefCell::new(state)) })
+}
+
+#[wasm_bindgen]
+impl Inspector {
+    /// Loads a VLM from the bytes of its HF files: `config.json`,
+    /// `preprocessor_config.json` (or `processor_config.json`),
+    /// `tokenizer.json` and the safetensors file(s). `name` is shown in
+    /// messages and compared with a bank's model name.
+    #[wasm_bindgen(js_name = fromBytes)]
+    pub fn from_bytes(
+        name: &str,
+        config: &[u8],
+        #[wasm_bindgen(js_name = processorConfig)] processor_config: &[u8],
+        tokenizer: &[u8],
+        #[wasm_bindgen(unchecked_param_type = "Uint8Array[]")] weights: Array,
+    ) -> Result<Inspector, JsValue> {
+        let shards = array_bytes(&weights, "weights")?;
+        let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
+        build_inspector(name, config, processor_config, tokenizer, &refs)
+    }
+
+    /// Downloads and loads a VLM from its folder URL (a Hugging Face
+    /// repository URL or any base URL holding `config.json`,
+    /// `tokenizer.json`, `preprocessor_config.json` or
+    /// `processor_config.json`, and `model.safetensors` or its shards), in
+    /// ranges, cached in the browser's Cache API (a reload or an interrupted
+    /// download reads what is cached), reporting progress per file.
+    #[wasm_bindgen(js_name = fromUrl)]
+    pub async fn from_url(
+        name: String,
+        base: String,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<Inspector, JsValue> {
+        let files = ModelFiles::fetch_model(&base, &fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+        let get = |n: &str| files.get(n);
+        let config = get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
+        let tokenizer = get("tokenizer.json").ok_or_else(|| input_error(format!("{base}: no tokenizer.json")))?;
+        let processor = get("preprocessor_config.json").or_else(|| get("processor_config.json")).ok_or_else(|| {
+            js_error("ModelError", format!("{base}: neither preprocessor_config.json nor processor_config.json: is this a vision-language model?"))
+        })?;
+        let shards: Vec<&[u8]> = files
+            .files
+            .iter()
+            .filter(|(n, _)| n.ends_with(".safetensors"))
+            .map(|(_, b)| b.as_slice())
+            .collect();
+        build_inspector(&name, config, processor, tokenizer, &shards)
+    }
+
+    /// The model: name, family, fingerprint, number of hidden states, sizes.
+    #[wasm_bindgen(js_name = modelInfo, unchecked_return_type = "ModelInfo")]
+    pub fn model_info(&self) -> Result<JsValue, JsValue> {
+        let s = self.state.borrow();
+        let cfg = s.vlm.text_model().config();
+        let family = match s.vlm.model {
+            VlmModel::Llava(_) => "llava",
+            VlmModel::Idefics3(_) => "idefics3",
+        };
+        to_js(&json!({
+            "name": s.name, "family": family, "fingerprint": s.fingerprint,
+            "numStates": cfg.num_hidden_layers + 1, "hiddenSize": cfg.hidden_size,
+            "vocabSize": s.vlm.tokenizer.vocab_size(), "defaultPrompt": DEFAULT_PROMPT,
+        }))
+    }
+
+    /// Number of hidden states per input (`num_hidden_layers + 1`): query layers are `0..numStates`.
+    #[wasm_bindgen(getter, js_name = numStates)]
+    pub fn num_states(&self) -> usize {
+        self.state.borrow().vlm.text_model().config().num_hidden_layers + 1
+    }
+
+    /// Loads a bank from its bytes; refuses (BankError) a bank built for
+    /// another model, naming both.
+    #[wasm_bindgen(js_name = loadBank, unchecked_return_type = "Promise<BankInfo>")]
+    pub fn load_bank(&self, name: String, bytes: Vec<u8>) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes)).await })
+    }
+
+    /// Loads a bank from its URL with HTTP Range requests (chunks cached in
+    /// the browser's Cache API, so a reload reads them locally; an
+    /// interrupted download resumes from what is cached), reporting progress.
+    /// Refuses (BankError) a bank built for another model before reading its rows.
+    #[wasm_bindgen(js_name = loadBankUrl, unchecked_return_type = "Promise<BankInfo>")]
+    pub fn load_bank_url(
+        &self,
+        url: String,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
+        on_progress: Option<js_sys::Function>,
+    ) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let src = url_source(&url, on_progress).await?;
+            install_bank(&state, url, src).await
+        })
+    }
+
+    /// Moves the LatentLens search to WebGPU when the browser has an adapter
+    /// (the WGSL kernels of the bank search); otherwise stays on the CPU and
+    /// says why in `notice`. Resolves to the backend in use.
+    #[wasm_bindgen(js_name = enableGpu, unchecked_return_type = "Promise<Backend>")]
+    pub fn enable_gpu(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            if state.borrow().gpu_ctx.is_none() {
+                match GpuContext::new().await {
+                    Ok(ctx) => {
+                        let mut s = state.borrow_mut();
+                        s.gpu_notice = format!("search on WebGPU ({})", ctx.adapter_info().name);
+                        s.gpu_ctx = Some(Rc::new(ctx));
+                    }
+                    Err(e) => state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): {e}"),
+                }
+            }
+            let (ctx, bank, has_gpu_bank) = {
+                let s = state.borrow();
+                (s.gpu_ctx.clone(), s.bank.clone(), s.gpu_bank.is_some())
+            };
+            if let (Some(ctx), Some(bank), false) = (ctx, bank, has_gpu_bank) {
+                match upload_bank(&ctx, &bank).await {
+                    Ok(layers) => {
+                        let mut s = state.borrow_mut();
+                        s.gpu_bank = Some(Rc::new(layers));
+                        s.invalidate(true);
+                    }
+                    Err(e) => {
+                        let msg = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
+                        state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): uploading the bank to the GPU failed: {msg}");
+                    }
+                }
+            }
+            to_js(&backend_json(&state.borrow()))
+        })
+    }
+
+    /// Leaves WebGPU: the search runs on the CPU again.
+    #[wasm_bindgen(js_name = disableGpu)]
+    pub fn disable_gpu(&self) {
+        let mut s = self.state.borrow_mut();
+        s.gpu_bank = None;
+        s.gpu_ctx = None;
+        s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
+        s.invalidate(true);
+    }
+
+    /// The loaded bank, or `null`.
+    #[wasm_bindgen(js_name = bankInfo, unchecked_return_type = "BankInfo | null")]
+    pub fn bank_info(&self) -> Result<JsValue, JsValue> {
+        let s = self.state.borrow();
+        match &s.bank {
+            Some(b) => to_js(&bank_info(b, &s.bank_name)),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Runs an image (PNG or JPEG bytes) through the VLM with `prompt` (an
+    /// `<image>` placeholder is prepended when missing; default as the CLI's
+    /// `inspect`). Returns the patch grid.
+    #[wasm_bindgen(js_name = runImage, unchecked_return_type = "ImageInfo")]
+    pub fn run_image(&self, bytes: &[u8], prompt: Option<String>) -> Result<JsValue, JsValue> {
+        let prompt = prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string());
+        let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
+        let img = crate::image::decode(bytes).map_err(|e| domain_error(e.into()))?;
+        let (width, height) = (img.width, img.height);
+        let (hs, tiles) = {
+            let s = self.state.borrow();
+            let pre = s.vlm.preprocess(&img).map_err(|e| domain_error(e.into()))?;
+            let text = s.vlm.expand_prompt(&prompt, &pre).map_err(|e| domain_error(e.into()))?;
+            let ids = s.vlm.tokenizer.encode(&text).map_err(|e| domain_error(e.into()))?;
+            (s.vlm.forward(&ids, &pre).map_err(|e| domain_error(e.into()))?, pre.num_tiles() as u32)
+        };
+        let run = ImageRun { hs, width, height, tiles };
+        let info = image_info(&run);
+        let mut s = self.state.borrow_mut();
+        s.image = Some(Rc::new(run));
+        s.invalidate(false);
+        to_js(&info)
+    }
+
+    /// The last image's patch grid and sizes, or `null`.
+    #[wasm_bindgen(js_name = imageInfo, unchecked_return_type = "ImageInfo | null")]
+    pub fn image_info(&self) -> Result<JsValue, JsValue> {
+        match &self.state.borrow().image {
+            Some(r) => to_js(&image_info(r)),
+            None => Ok(JsValue::NULL),
+        }
+    }
+
+    /// Top-`k` neighbours of one patch at query layer `layer` with `method`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Neighbour[]>")]
+    pub fn query(&self, patch: u32, layer: u32, #[wasm_bindgen(unchecked_param_type = "Method")] method: String, k: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let all = query_all(&state, layer as usize, &method, k as usize).await?;
+            let list = all.get(patch as usize).ok_or_else(|| {
+                input_error(format!("patch {patch} is out of range: the image has {} patches", all.len()))
+            })?;
+            to_js(&Value::Array(list.iter().map(neighbour_json).collect()))
+        })
+    }
+
+    /// Top-`k` neighbours of every patch at query layer `layer` with `method`
+    /// (index = patch index).
+    #[wasm_bindgen(js_name = queryAll, unchecked_return_type = "Promise<Neighbour[][]>")]
+    pub fn query_all(&self, layer: u32, #[wasm_bindgen(unchecked_param_type = "Method")] method: String, k: u32) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let all = query_all(&state, layer as usize, &method, k as usize).await?;
+            to_js(&Value::Array(all.iter().map(|l| Value::Array(l.iter().map(neighbour_json).collect())).collect()))
+        })
+    }
+
+    /// The Mid-Layer Leap of the current image: for every query layer, the
+    /// bank layers of the top-1 LatentLens neighbours of all patches.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Leap>")]
+    pub fn leap(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let (n_states, bank_layers) = {
+                let s = state.borrow();
+                let bank = s.bank.as_ref().ok_or_else(|| state_error("the Mid-Layer Leap needs a bank: call loadBank first"))?;
+                (s.vlm.text_model().config().num_hidden_layers + 1, bank.bank_layers())
+            };
+            let mut counts = Vec::with_capacity(n_states);
+            for l in 0..n_states {
+                let all = query_all(&state, l, "latent", 1).await?;
+                let mut row = vec![0u32; bank_layers.len()];
+                for n in all.iter().filter_map(|v| v.first()) {
+                    if let Some(j) = n.bank_layer.and_then(|b| bank_layers.iter().position(|&x| x == b)) {
+                        row[j] += 1;
+                    }
+                }
+                counts.push(row);
+            }
+            to_js(&json!({ "queryLayers": (0..n_states).collect::<Vec<_>>(), "bankLayers": bank_layers, "counts": counts }))
+        })
+    }
+
+    /// Which compute paths run: the model forward on the CPU; the LatentLens
+    /// search on WebGPU after a successful [`enable_gpu`](Self::enable_gpu), else on the CPU.
+    #[wasm_bindgen(unchecked_return_type = "Backend")]
+    pub fn backend(&self) -> Result<JsValue, JsValue> {
+        to_js(&backend_json(&self.state.borrow()))
+    }
+
+    /// Frees the hidden states and cached results of the current image.
+    #[wasm_bindgen(js_name = clearImage)]
+    pub fn clear_image(&self) {
+        let mut s = self.state.borrow_mut();
+        s.image = None;
+        s.invalidate(false);
+    }
+}
+
+/// The prompt `latentlens inspect` uses by default (after `<image>`).
+const DEFAULT_PROMPT: &str = "Describe this image.";
+
+fn backend_json(s: &State) -> Value {
+    let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
+    json!({ "model": "cpu", "search": if on_gpu { "webgpu" } else { "cpu" }, "notice": s.gpu_notice })
+}
+
+fn bank_info(lens: &LatentLens, name: &str) -> Value {
+    let m = lens.reader().manifest();
+    json!({
+        "name": name, "modelName": m.model.name, "fingerprint": m.model.fingerprint,
+        "layers": lens.bank_layers(), "rows": m.rows, "sentences": m.sentences,
+        "corpus": m.corpus.name, "bytesPerVector": lens.reader().code_bytes(),
+    })
+}
+
+fn image_info(r: &ImageRun) -> Value {
+    let patches: Vec<Value> = r
+        .hs
+        .patches
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({ "index": i, "tile": p.tile, "row": p.row, "col": p.col, "rect": p.rect }))
+        .collect();
+    json!({
+        "width": r.width, "height": r.height, "numStates": r.hs.num_layers(), "numTokens": r.hs.num_tokens(),
+        "numTiles": r.tiles, "patches": patches,
+    })
+}
+
+/// Neighbours of every patch at one layer, computed once per (layer, method, k).
+async fn query_all(
+    state: &Rc<RefCell<State>>,
+    layer: usize,
+    method: &str,
+    k: usize,
+) -> Result<Lists, JsValue> {
+    let method = parse_method(method)?;
+    if k == 0 || k > MAX_K {
+        return Err(input_error(format!("k = {k}: ask for between 1 and {MAX_K} neighbours")));
+    }
+    // Everything needed is cloned out of the state so no borrow is held across an await.
+    let (run, bank, gpu, generation) = {
+        let s = state.borrow();
+        if let Some(hit) = s.cache.get(&(layer, method, k)) {
+            return Ok(hit.clone());
+        }
+        let run = s.image.clone().ok_or_else(|| state_error("no image yet: call runImage first"))?;
+        if layer >= run.hs.num_layers() {
+            return Err(input_error(format!(
+                "layer {layer} is out of range: the model has hidden states 0..{} (0 = embeddings)",
+                run.hs.num_layers().saturating_sub(1)
+            )));
+        }
+        (run, s.bank.clone(), s.gpu_bank.clone(), s.generation)
+    };
+    let d = run.hs.hidden_size;
+    let mut q = Vec::with_capacity(run.hs.visual_rows.len() * d); // [patches, d]
+    for &r in &run.hs.visual_rows {
+        q.extend_from_slice(
+            run.hs.row(layer, r).ok_or_else(|| input_error(format!("hidden state row {r} of layer {layer} is missing")))?,
+        );
+    }
+    let lists = match method {
+        Method::Latent => {
+            let bank = bank.ok_or_else(|| state_error("LatentLens needs a bank: call loadBank first"))?;
+            match gpu {
+                Some(g) => gpu_explain(&bank, &g, &q, d, k).await?,
+                None => bank.explain(&q, k).await.map_err(domain_error)?,
+            }
+        }
+        Method::Embedding => {
+            let emb = {
+                let mut s = state.borrow_mut();
+                match &s.embedding {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = Rc::new(EmbeddingLens::new(s.vlm.text_model()).map_err(|e| domain_error(e.into()))?);
+                        s.embedding = Some(e.clone());
+                        e
+                    }
+                }
+            };
+            let s = state.borrow();
+            emb.explain(&s.vlm.tokenizer, &q, k).map_err(|e| domain_error(e.into()))?
+        }
+        Method::Logit => {
+            let s = state.borrow();
+            // The last hidden state already went through the final norm (HF convention).
+            let normed = layer + 1 == run.hs.num_layers();
+            LogitLens::explain(s.vlm.text_model(), &s.vlm.tokenizer, &q, normed, k).map_err(|e| domain_error(e.into()))?
+        }
+    };
+    let lists = Rc::new(lists);
+    let mut s = state.borrow_mut();
+    if s.generation == generation {
+        s.cache.insert((layer, method, k), lists.clone());
+    }
+    Ok(lists)
+}

@@ -1,0 +1,77 @@
+// `./build.sh bench page`: the page in headless chromium with the embedded
+// default model and bank. Cold = a fresh browser context (empty HTTP cache);
+// warm = a reload in the same context (ETag revalidation). Time to first
+// neighbours is measured from navigation start to the page's
+// `first-neighbours` performance mark (model + bank download, wasm start,
+// model build, forward of a bundled photo, the three lenses for one patch).
+// Then the time to search all patches × all query layers × three methods.
+// Prints a table; the last line is one JSON object.
+import { launch, serve, ROOT } from "./common.mjs";
+import { join } from "node:path";
+
+const RUNS = Number(process.env.LATENTLENS_BENCH_RUNS ?? 3);
+const server = await serve(join(ROOT, "www/dist"));
+const browser = await launch();
+const url = `${server.url}?sample=chelsea.png`;
+
+async function firstNeighbours(page) {
+  await page.goto(url);
+  await page.waitForFunction(() => performance.getEntriesByName("first-neighbours").length > 0, null, { timeout: 120000 });
+  return page.evaluate(() => performance.getEntriesByName("first-neighbours")[0].startTime);
+}
+function byteCounter(ctx) {
+  const c = { bytes: 0, requests: 0 };
+  ctx.on("requestfinished", async (req) => {
+    try {
+      const s = await req.sizes();
+      c.bytes += s.responseBodySize + s.responseHeadersSize;
+      c.requests++;
+    } catch { /* request gone */ }
+  });
+  return c;
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const cold = [], warm = [], coldBytes = [], warmBytes = [], searchGpu = [], searchCpu = [];
+let queries = 0, backend = "cpu";
+for (let i = 0; i < RUNS; i++) {
+  const ctx = await browser.newContext();
+  const counter = byteCounter(ctx);
+  const page = await ctx.newPage();
+  cold.push(await firstNeighbours(page));
+  await new Promise((r) => setTimeout(r, 300));
+  coldBytes.push(counter.bytes);
+  // The page moves the search to WebGPU after the first neighbours, when there is an adapter.
+  await page.waitForSelector("body[data-search]", { timeout: 120000 });
+  backend = await page.getAttribute("body", "data-search");
+  const r = await page.evaluate(() => window.latentlensPage.searchAll(10));
+  (backend === "webgpu" ? searchGpu : searchCpu).push(r.ms);
+  queries = r.queries;
+  counter.bytes = 0;
+  warm.push(await firstNeighbours(page));
+  await new Promise((r) => setTimeout(r, 300));
+  warmBytes.push(counter.bytes);
+  // The same on the CPU search (?gpu=0).
+  await page.goto(`${server.url}?gpu=0&sample=chelsea.png`);
+  await page.waitForFunction(() => performance.getEntriesByName("first-neighbours").length > 0, null, { timeout: 120000 });
+  if (backend === "webgpu") searchCpu.push((await page.evaluate(() => window.latentlensPage.searchAll(10))).ms);
+  await ctx.close();
+}
+await browser.close();
+server.stop();
+
+const f = (x) => x.toFixed(0).padStart(8);
+console.log("page benchmark (headless chromium; embedded default: tiny LLaVA + 1,200-sentence bank; model forward on the CPU, wasm)");
+console.log(`runs: ${RUNS}, medians`);
+console.log(`  first neighbours, cold cache   ${f(median(cold))} ms   (${(median(coldBytes) / 1e6).toFixed(2)} MB downloaded)`);
+console.log(`  first neighbours, warm cache   ${f(median(warm))} ms   (${(median(warmBytes) / 1e6).toFixed(3)} MB downloaded)`);
+console.log(`  search all patches × layers    ${f(median(searchCpu))} ms   CPU search (${queries} patch queries, k=10, 3 methods)`);
+if (searchGpu.length) console.log(`  search all patches × layers    ${f(median(searchGpu))} ms   WebGPU search (software adapter: SwiftShader)`);
+console.log(`  floor: first neighbours < 5000 ms cold: ${median(cold) < 5000 ? "met" : "NOT MET"}`);
+console.log(JSON.stringify({
+  bench: "page", runs: RUNS,
+  first_neighbours_cold_ms: Math.round(median(cold)), first_neighbours_warm_ms: Math.round(median(warm)),
+  search_all_cpu_ms: Math.round(median(searchCpu)), search_all_webgpu_ms: searchGpu.length ? Math.round(median(searchGpu)) : null,
+  search_all_queries: queries, webgpu_adapter: searchGpu.length > 0,
+  bytes_cold: median(coldBytes), bytes_warm: median(warmBytes), floor_cold_ms: 5000, floor_met: median(cold) < 5000,
+}));

@@ -1,0 +1,124 @@
+// The Worker that owns the wasm module: downloads (with progress), the model
+// forward and every search run here, so the UI thread never freezes.
+// Requests are handled one at a time, in arrival order.
+import init, { Inspector, type DownloadProgress } from "latentlens";
+import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
+
+const K = 5;
+let inspector: Inspector | null = null;
+let wasmReady: Promise<unknown> | null = null;
+
+function post(m: FromWorker) {
+  (self as unknown as Worker).postMessage(m);
+}
+
+function named(name: string, message: string): Error {
+  const e = new Error(message);
+  e.name = name;
+  return e;
+}
+
+/** Download progress from the wasm module (ranges, Cache API) → a progress bar per file. */
+function progress(p: DownloadProgress) {
+  const file = decodeURIComponent(new URL(p.url).pathname.split("/").pop() || p.url);
+  const label = file.endsWith(".llbank") ? "bank" : file;
+  post({ type: "progress", label, loaded: p.loaded, total: p.total, rate: p.bytesPerS, done: p.loaded >= p.total, fromCache: p.fromCache });
+}
+
+async function load(p: PresetSpec): Promise<LoadResult> {
+  if (!wasmReady) wasmReady = init();
+  await wasmReady;
+  inspector?.free();
+  inspector = null;
+  post({ type: "status", text: "downloading the model…" });
+  inspector = await Inspector.fromUrl(p.modelName, p.modelBase, progress);
+  let bank = null;
+  let bankError: string | null = null;
+  if (p.bankUrl) {
+    try {
+      bank = await loadBank(p.bankUrl);
+    } catch (e) {
+      bankError = errorText(e);
+    }
+  }
+  return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
+}
+
+/** The bank by HTTP Range requests (chunks cached in the Cache API), with progress. */
+async function loadBank(url: string) {
+  const insp = need();
+  post({ type: "status", text: "reading the bank…" });
+  return insp.loadBankUrl(url, progress);
+}
+
+function need(): Inspector {
+  if (!inspector) throw named("StateError", "no model loaded yet: choose a preset and press Load");
+  return inspector;
+}
+
+async function query(patch: number, layer: number, k: number): Promise<QueryResult> {
+  const insp = need();
+  const latent = insp.bankInfo() ? await insp.query(patch, layer, "latent", k) : null;
+  const embedding = await insp.query(patch, layer, "embedding", k);
+  const logit = await insp.query(patch, layer, "logit", k);
+  return { latent, embedding, logit };
+}
+
+async function layerSummary(layer: number): Promise<LayerSummary> {
+  const insp = need();
+  if (!insp.bankInfo()) return { layer, contextualMinusVocab: null, latentTop1: null };
+  const lat = await insp.queryAll(layer, "latent", K);
+  const emb = await insp.queryAll(layer, "embedding", K);
+  return {
+    layer,
+    contextualMinusVocab: lat.map((l, i) => (l[0]?.score ?? 0) - (emb[i]?.[0]?.score ?? 0)),
+    latentTop1: lat.map((l) => l[0]?.word ?? ""),
+  };
+}
+
+async function searchAll(k: number) {
+  const insp = need();
+  const t0 = performance.now();
+  const n = insp.numStates;
+  const methods: ("latent" | "embedding" | "logit")[] = insp.bankInfo() ? ["latent", "embedding", "logit"] : ["embedding", "logit"];
+  let queries = 0;
+  const patches = insp.imageInfo()?.patches.length ?? 0;
+  for (let l = 0; l < n; l++) for (const m of methods) { await insp.queryAll(l, m, k); queries += patches; }
+  return { ms: performance.now() - t0, queries };
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Error) return `${e.name}: ${e.message}`;
+  return String(e);
+}
+
+function wire(e: unknown): WireError {
+  if (e instanceof Error) return { name: e.name, message: e.message };
+  return { name: "Error", message: String(e) };
+}
+
+async function handle(r: Request): Promise<unknown> {
+  switch (r.type) {
+    case "load": return load(r.preset);
+    case "loadBank": return loadBank(r.url);
+    case "image": return need().runImage(new Uint8Array(r.bytes), r.prompt);
+    case "query": return query(r.patch, r.layer, r.k);
+    case "layerSummary": return layerSummary(r.layer);
+    case "leap": return need().leap();
+    case "searchAll": return searchAll(r.k);
+    case "gpu": return "gpu" in navigator ? need().enableGpu() : need().backend();
+  }
+}
+
+let queue: Promise<void> = Promise.resolve();
+self.onmessage = (ev: MessageEvent<Request>) => {
+  const r = ev.data;
+  queue = queue.then(async () => {
+    try {
+      post({ id: r.id, ok: true, result: await handle(r) });
+    } catch (e) {
+      post({ id: r.id, ok: false, error: wire(e) });
+    }
+  });
+};
+post({ type: "ready" });

@@ -17,9 +17,10 @@ use latentlens::model::LoadedTextModel;
 /// Arguments of `latentlens hidden-states`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A .gguf file, or a directory with config.json + safetensors + tokenizer.json.
+    /// A .gguf file, or a directory with config.json + safetensors + tokenizer.json,
+    /// or the URL of either (an HF repository URL or any folder URL; fetched once, cached).
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// Input text.
     #[arg(long, conflicts_with = "text_file")]
     text: Option<String>,
@@ -69,10 +70,11 @@ pub fn parse_layers(spec: &str, n: usize) -> anyhow::Result<Vec<usize>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = crate::model_url::resolve(&args.model)?;
     let t0 = std::time::Instant::now();
     let (hs, tokenizer, source, fingerprint, text, load_s, fwd_s) = if let Some(img) = &args.image {
-        let vlm = latentlens::model::vlm::load_vlm(&args.model)
-            .with_context(|| format!("--image needs a vision-language model directory; loading {}", args.model.display()))?;
+        let vlm = latentlens::model::vlm::load_vlm(&model)
+            .with_context(|| format!("--image needs a vision-language model directory; loading {}", model.display()))?;
         let load_s = t0.elapsed().as_secs_f64();
         let bytes = std::fs::read(img).with_context(|| format!("reading the image {}", img.display()))?;
         let prompt = match (&args.text, &args.text_file) {
@@ -91,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (None, Some(p)) => std::fs::read_to_string(p).with_context(|| format!("reading --text-file {}", p.display()))?,
             _ => bail!("give the input as --text TEXT or --text-file FILE"),
         };
-        let m = LoadedTextModel::load_with(&args.model, args.quantized)?;
+        let m = LoadedTextModel::load_with(&model, args.quantized)?;
         let load_s = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         let hs = m.hidden_states_text(&text)?;

@@ -11,6 +11,7 @@ mod build_bank;
 mod hidden_states;
 mod inspect;
 mod inspect_vlm;
+mod model_url;
 mod serve;
 
 #[derive(Parser)]

@@ -8,7 +8,7 @@
 #   ./build.sh pkg            the npm package (wasm + JS + .d.ts) in pkg/
 #   ./build.sh page           pkg + the page (www/dist) + its default model, bank and sample photos
 #   ./build.sh e2e            the Playwright end-to-end tier alone (headless Debian chromium)
-#   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank | page
+#   ./build.sh bench NAME     benchmarks vs independent references: search | model | bank | page | wgsl (WGSL vs CPU forward)
 #   ./build.sh bank [smollm2] build the real SmolLM2 bank from the offline corpus (cached in .assets/banks)
 #   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
@@ -254,6 +254,7 @@ case "$cmd" in
       CHROMIUM=$(command -v chromium) LATENTLENS_BIN=$(cli_dev) node www/e2e/bench.mjs "$@"
       exit 0
     fi
+    name=${1:?usage: ./build.sh bench search|model|bank|wgsl}; shift
     setup; pyenv
     [ "$name" = bank ] && make_corpus
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY LATENTLENS_CORPUS=$CORPUS

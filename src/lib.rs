@@ -21,11 +21,14 @@
 //! - [`bank`]: the bank file format (reader, writer), product quantizer.
 //! - [`search`]: exact and PQ cosine top-k, cross-layer merge, on the CPU.
 //! - [`gpu`]: wgpu context and WGSL kernels, each with a plain-Rust twin.
+//! - `backend` (feature `gpu`): the text-model forward on our WGSL kernels.
 //! - [`image`]: decoding and preprocessing of images.
 //! - [`model`]: configs, weights, tokenizers, model families, `HiddenStates`.
 //! - [`lens`]: LatentLens, EmbeddingLens, LogitLens and the word readout.
 //! - `wasm` (wasm32 with feature gpu): the `#[wasm_bindgen]` surface used by the npm package and the page.
 
+#[cfg(feature = "gpu")]
+pub mod backend;
 pub mod bank;
 pub mod error;
 pub mod fetch;

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use latentlens::gpu::forward::{self, compose_forward, FwdKernel};
 use latentlens::gpu::{compose_wgsl, uniform_layouts, Kernel};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -17,9 +18,15 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
-/// The file as the pipeline sees it (common top-k code inserted when the file requires it).
+/// The file as the pipeline sees it (common top-k or quant code inserted when the file
+/// requires it).
 fn composed(name: &str) -> String {
-    compose_wgsl(&read(name), &read("topk_common.wgsl"))
+    let with_topk = compose_wgsl(&read(name), &read("topk_common.wgsl"));
+    compose_forward(&with_topk, &read("quant_common.wgsl"))
+}
+
+fn is_common(name: &str) -> bool {
+    name.ends_with("_common.wgsl")
 }
 
 fn validate(name: &str, src: &str, caps: Capabilities) -> naga::Module {
@@ -57,7 +64,7 @@ fn every_wgsl_file_validates_with_naga() {
             Capabilities::default()
         };
         let module = validate(name, &src, caps);
-        if name != "topk_common.wgsl" {
+        if !is_common(name) {
             let eps: Vec<_> = module
                 .entry_points
                 .iter()
@@ -89,8 +96,13 @@ fn pipelines_use_exactly_the_validated_sources() {
     for k in Kernel::ALL {
         assert_eq!(k.source(), composed(k.file_name()), "{}", k.file_name());
     }
+    for k in FwdKernel::ALL {
+        assert_eq!(k.source(), composed(k.file_name()), "{}", k.file_name());
+    }
     let mut files: Vec<&str> = Kernel::ALL.iter().map(|k| k.file_name()).collect();
+    files.extend(FwdKernel::ALL.iter().map(|k| k.file_name()));
     files.push("topk_common.wgsl");
+    files.push("quant_common.wgsl");
     for e in std::fs::read_dir(shaders_dir()).expect("shaders/") {
         let n = e
             .expect("dir entry")
@@ -108,7 +120,10 @@ fn pipelines_use_exactly_the_validated_sources() {
 
 #[test]
 fn uniform_structs_match_wgsl_layout() {
-    for (file, struct_name, rust_size, fields) in uniform_layouts() {
+    let mut layouts = uniform_layouts();
+    layouts.extend(forward::uniform_layouts());
+    assert_eq!(forward::uniform_layouts().len(), FwdKernel::ALL.len(), "one params struct per forward kernel");
+    for (file, struct_name, rust_size, fields) in layouts {
         let src = composed(file);
         let module = validate(file, &src, Capabilities::all());
         let (span, members) = module

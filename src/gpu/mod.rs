@@ -11,6 +11,10 @@
 //! - [`topk_merge`]: per-workgroup (or per-layer) candidate lists → final top-k per query.
 //! - [`search`]: the high-level [`GpuSearch`] / [`GpuExactSearch`] that keep a layer on the GPU.
 //!
+//! Model-forward kernels (matmul with quantised weights, norms, RoPE, attention, activations,
+//! embedding lookup) live in [`forward`] and the files it lists; the WGSL text-model forward
+//! built from them is `crate::backend::wgsl`.
+//!
 //! Data layout and the top-k order follow CONTRACT (search data layout): score is
 //! `Σ_j LUT[j][code[j]]`; higher score first, then lower row, then lower layer tag; NaN never
 //! enters a top-k. Buffers larger than `max_storage_buffer_binding_size` (lavapipe: 128 MiB)
@@ -21,6 +25,18 @@ pub mod lut;
 pub mod pq_scan;
 pub mod search;
 pub mod topk_merge;
+
+// Model-forward kernels (see `forward`).
+pub mod add;
+pub mod attention;
+pub mod embed;
+pub mod forward;
+pub mod gelu;
+pub mod matmul;
+pub mod norm;
+pub mod quant;
+pub mod rope;
+pub mod swiglu;
 
 pub use exact_topk::{exact_topk_reference, normalize_query, Precision};
 pub use lut::{build_luts_reference, PqCodebooks};
@@ -67,6 +83,9 @@ pub enum GpuError {
     /// The caller's input does not fit the kernel's contract.
     #[error("invalid input to the GPU search: {0}")]
     InvalidInput(String),
+    /// A weight tensor's type has no shader path (the message names the tensor and type).
+    #[error("unsupported weights for the WGSL forward: {0}")]
+    UnsupportedWeights(String),
 }
 
 /// Largest `k` the top-k kernels accept (each round sorts 1024 candidates, k of them kept).

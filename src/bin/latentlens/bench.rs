@@ -14,6 +14,8 @@ enum Which {
     Model(crate::bench_model::Args),
     /// Bank extraction tokens/s vs PyTorch, then quantisation (see bench_bank.rs).
     Bank(crate::bench_bank::Args),
+    /// SmolLM2 forward on our WGSL kernels vs our CPU path (see bench_wgsl.rs).
+    Wgsl(crate::bench_wgsl::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -21,5 +23,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Which::Search(a) => crate::bench_search::run(a),
         Which::Model(a) => crate::bench_model::run(a),
         Which::Bank(a) => crate::bench_bank::run(a),
+        Which::Wgsl(a) => crate::bench_wgsl::run(a),
     }
 }

@@ -7,6 +7,7 @@ mod bench;
 mod bench_bank;
 mod bench_model;
 mod bench_search;
+mod bench_wgsl;
 mod build_bank;
 mod hidden_states;
 mod inspect;

@@ -1,0 +1,293 @@
+//! The model-forward kernels (one `.wgsl` each in `shaders/`, one host file each here with its
+//! CPU twin) and [`ForwardKernels`], their compiled pipelines on a [`GpuContext`].
+//!
+//! Kernels: [`matmul`](super::matmul) (f32 / Q8_0 / Q4_0 / Q4_1 weights, dequantised in the
+//! shader, tiled in workgroup memory), [`norm`](super::norm) (RMSNorm, LayerNorm),
+//! [`rope`](super::rope) (HF `rotate_half`), [`attention`](super::attention) (causal or
+//! bidirectional, grouped-query, online softmax), [`swiglu`](super::swiglu),
+//! [`gelu`](super::gelu) (tanh, erf, quick), [`add`](super::add), [`embed`](super::embed).
+//! Every host records into a caller's `CommandEncoder`, so a whole model forward is one
+//! submission; the `*_once` helpers upload, run one kernel and read back (tests, small jobs).
+//!
+//! Limits used beyond the search kernels': 16 KiB of workgroup memory (the matmul tiles; the
+//! WebGPU default), 5 storage buffers per stage (WebGPU default 8). Buffers bigger than the
+//! storage binding limit are split by rows ([`super::matmul::GpuMatrix`], the embedding) or
+//! refused with the limit named.
+
+use wgpu::util::DeviceExt;
+
+use super::{FieldOffsets, GpuContext, GpuError};
+
+/// Invocations per workgroup of every forward kernel.
+pub const FWD_WG: u32 = 256;
+
+const QUANT_COMMON: &str = include_str!("../../shaders/quant_common.wgsl");
+
+/// The forward kernels, one `.wgsl` each in `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwdKernel {
+    Matmul,
+    Norm,
+    Rope,
+    Attention,
+    Swiglu,
+    Gelu,
+    Add,
+    Embed,
+}
+
+impl FwdKernel {
+    /// All forward kernels.
+    pub const ALL: [FwdKernel; 8] = [
+        FwdKernel::Matmul,
+        FwdKernel::Norm,
+        FwdKernel::Rope,
+        FwdKernel::Attention,
+        FwdKernel::Swiglu,
+        FwdKernel::Gelu,
+        FwdKernel::Add,
+        FwdKernel::Embed,
+    ];
+
+    /// File name in `shaders/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            FwdKernel::Matmul => "matmul.wgsl",
+            FwdKernel::Norm => "norm.wgsl",
+            FwdKernel::Rope => "rope.wgsl",
+            FwdKernel::Attention => "attention.wgsl",
+            FwdKernel::Swiglu => "swiglu.wgsl",
+            FwdKernel::Gelu => "gelu.wgsl",
+            FwdKernel::Add => "add.wgsl",
+            FwdKernel::Embed => "embed.wgsl",
+        }
+    }
+
+    fn raw(self) -> &'static str {
+        match self {
+            FwdKernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            FwdKernel::Norm => include_str!("../../shaders/norm.wgsl"),
+            FwdKernel::Rope => include_str!("../../shaders/rope.wgsl"),
+            FwdKernel::Attention => include_str!("../../shaders/attention.wgsl"),
+            FwdKernel::Swiglu => include_str!("../../shaders/swiglu.wgsl"),
+            FwdKernel::Gelu => include_str!("../../shaders/gelu.wgsl"),
+            FwdKernel::Add => include_str!("../../shaders/add.wgsl"),
+            FwdKernel::Embed => include_str!("../../shaders/embed.wgsl"),
+        }
+    }
+
+    /// The WGSL the pipeline is built from (`quant_common.wgsl` prepended when the file says
+    /// `requires: quant_common.wgsl`).
+    pub fn source(self) -> String {
+        compose_forward(self.raw(), QUANT_COMMON)
+    }
+}
+
+/// Prepend `common` when `kernel` says `requires: quant_common.wgsl` (public so the naga test
+/// validates exactly what ships).
+pub fn compose_forward(kernel: &str, common: &str) -> String {
+    if kernel.contains("requires: quant_common.wgsl") {
+        format!("{common}\n{kernel}")
+    } else {
+        kernel.to_string()
+    }
+}
+
+/// Every uniform params struct of the forward kernels: (file, struct, Rust size, offsets).
+pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets)> {
+    use std::mem::size_of;
+    vec![
+        ("matmul.wgsl", "MatmulParams", size_of::<super::matmul::MatmulParams>(), super::matmul::MatmulParams::FIELDS),
+        ("norm.wgsl", "NormParams", size_of::<super::norm::NormParams>(), super::norm::NormParams::FIELDS),
+        ("rope.wgsl", "RopeParams", size_of::<super::rope::RopeParams>(), super::rope::RopeParams::FIELDS),
+        ("attention.wgsl", "AttnParams", size_of::<super::attention::AttnParams>(), super::attention::AttnParams::FIELDS),
+        ("swiglu.wgsl", "SwigluParams", size_of::<super::swiglu::SwigluParams>(), super::swiglu::SwigluParams::FIELDS),
+        ("gelu.wgsl", "GeluParams", size_of::<super::gelu::GeluParams>(), super::gelu::GeluParams::FIELDS),
+        ("add.wgsl", "AddParams", size_of::<super::add::AddParams>(), super::add::AddParams::FIELDS),
+        ("embed.wgsl", "EmbedParams", size_of::<super::embed::EmbedParams>(), super::embed::EmbedParams::FIELDS),
+    ]
+}
+
+/// The forward kernels compiled on one [`GpuContext`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ForwardKernels {
+    ctx: GpuContext,
+    pipelines: std::sync::Arc<Vec<wgpu::ComputePipeline>>,
+    /// 16-byte placeholder bound where a kernel's optional input (bias) is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for ForwardKernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForwardKernels").field("ctx", &self.ctx).finish()
+    }
+}
+
+fn check_forward_limits(l: &wgpu::Limits) -> Result<(), GpuError> {
+    let checks: [(&'static str, u64, u64); 3] = [
+        ("max_compute_workgroup_storage_size", 16384, l.max_compute_workgroup_storage_size as u64),
+        ("max_storage_buffers_per_shader_stage", 5, l.max_storage_buffers_per_shader_stage as u64),
+        ("max_compute_invocations_per_workgroup", FWD_WG as u64, l.max_compute_invocations_per_workgroup as u64),
+    ];
+    for (limit, need, have) in checks {
+        if have < need {
+            return Err(GpuError::LimitTooSmall { limit, need, have });
+        }
+    }
+    Ok(())
+}
+
+impl ForwardKernels {
+    /// Compile the forward kernels on `ctx` (checks the limits they need first).
+    pub async fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
+        check_forward_limits(ctx.limits())?;
+        let device = ctx.device();
+        let mut pipelines = Vec::with_capacity(FwdKernel::ALL.len());
+        for k in FwdKernel::ALL {
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.file_name()),
+                source: wgpu::ShaderSource::Wgsl(k.source().into()),
+            });
+            let p = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.file_name()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+            if let Some(e) = scope.pop().await {
+                return Err(GpuError::Kernel { what: k.file_name(), msg: e.to_string() });
+            }
+            pipelines.push(p);
+        }
+        let dummy = ctx.storage_init("latentlens dummy", &[0u8; 16]);
+        Ok(ForwardKernels { ctx: ctx.clone(), pipelines: std::sync::Arc::new(pipelines), dummy })
+    }
+
+    /// Native convenience: [`ForwardKernels::new`] driven with `pollster`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(ctx: &GpuContext) -> Result<Self, GpuError> {
+        pollster::block_on(Self::new(ctx))
+    }
+
+    /// The context the kernels run on.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    fn pipeline(&self, k: FwdKernel) -> &wgpu::ComputePipeline {
+        // ALL lists every variant in declaration order, and `new` compiled them in that order.
+        &self.pipelines[k as usize]
+    }
+
+    /// Workgroups for `items` elements handled one per invocation, split over x and y when
+    /// beyond the per-dimension limit (the shaders rebuild the index from `num_workgroups`).
+    pub(crate) fn groups_1d(&self, items: u64) -> Result<(u32, u32), GpuError> {
+        let max = self.ctx.max_workgroups() as u64;
+        let wgs = items.div_ceil(FWD_WG as u64);
+        let gy = wgs.div_ceil(max).max(1);
+        let gx = wgs.div_ceil(gy);
+        if gy > max {
+            return Err(GpuError::LimitTooSmall { limit: "max_compute_workgroups_per_dimension", need: gy, have: max });
+        }
+        Ok((gx as u32, gy as u32))
+    }
+
+    /// Record one dispatch of `kernel` with `params` (uniform, binding 0) and `buffers`
+    /// (storage, bindings 1, 2, …).
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        kernel: FwdKernel,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        groups: (u32, u32),
+    ) -> Result<(), GpuError> {
+        let max = self.ctx.max_workgroups();
+        if groups.0 > max || groups.1 > max {
+            return Err(GpuError::LimitTooSmall {
+                limit: "max_compute_workgroups_per_dimension",
+                need: groups.0.max(groups.1) as u64,
+                have: max as u64,
+            });
+        }
+        if groups.0 == 0 || groups.1 == 0 {
+            return Ok(());
+        }
+        let device = self.ctx.device();
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(kernel.file_name()),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let pipeline = self.pipeline(kernel);
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel.file_name()),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(kernel.file_name()),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, 1);
+        Ok(())
+    }
+
+    /// Storage buffer holding `data` (checked against the binding limit).
+    pub(crate) fn upload_f32(&self, what: &'static str, data: &[f32]) -> Result<wgpu::Buffer, GpuError> {
+        self.upload_words(what, bytemuck::cast_slice(data))
+    }
+
+    /// Storage buffer holding `words` (checked against the binding limit).
+    pub(crate) fn upload_words(&self, what: &'static str, words: &[u32]) -> Result<wgpu::Buffer, GpuError> {
+        self.ctx.check_binding(what, words.len() as u64 * 4)?;
+        Ok(self.ctx.storage_init(what, bytemuck::cast_slice(words)))
+    }
+
+    /// Uninitialised storage buffer of `floats` f32 (binding limit checked), also a copy
+    /// source and destination.
+    pub(crate) fn buffer_f32(&self, what: &'static str, floats: u64) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = floats.checked_mul(4).ok_or_else(|| GpuError::InvalidInput(format!("{what}: size overflows")))?;
+        self.ctx.check_binding(what, bytes)?;
+        Ok(self.ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes.max(16).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A command encoder and the error scopes around it.
+    pub(crate) fn begin(&self, label: &str) -> (wgpu::CommandEncoder, super::Scopes) {
+        let scopes = self.ctx.scopes();
+        (self.ctx.encoder(label), scopes)
+    }
+
+    /// Submit `enc`, wait, and read `floats` f32 from the start of `src`.
+    pub(crate) async fn finish_read(
+        &self,
+        what: &'static str,
+        scopes: super::Scopes,
+        enc: wgpu::CommandEncoder,
+        src: &wgpu::Buffer,
+        floats: u64,
+    ) -> Result<Vec<f32>, GpuError> {
+        self.ctx.check_alive(what)?;
+        let bytes = self.ctx.submit_and_read(what, scopes, enc, src, floats * 4).await?;
+        Ok(super::f32s_from_bytes(&bytes))
+    }
+}
+
+/// `u32` from a size, or an error naming what overflowed.
+pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| GpuError::InvalidInput(format!("{what} = {v} does not fit the kernels' u32 indices")))
+}

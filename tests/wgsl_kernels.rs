@@ -1,0 +1,283 @@
+//! The model-forward WGSL kernels vs their CPU twins on lavapipe (or a real GPU): random and
+//! edge shapes (one token, dimensions not multiples of the 64×64×32 matmul tile, sequences
+//! longer than the 256-key attention chunk, weights split over several bindings), with explicit
+//! tolerances. The GGUF repacking is checked against candle's independent dequantiser.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+use candle_core::Device;
+use common::gpu_kit::{self, block, Rng};
+use latentlens::gpu::add::{add_once, add_reference};
+use latentlens::gpu::attention::{attention_once, attention_reference, AttnShape};
+use latentlens::gpu::embed::{embed_once, embed_reference};
+use latentlens::gpu::forward::ForwardKernels;
+use latentlens::gpu::gelu::{erf_as, gelu_once, gelu_reference, GeluKind};
+use latentlens::gpu::matmul::{matmul_once, matmul_reference};
+use latentlens::gpu::norm::{norm_once, norm_reference, NormKind};
+use latentlens::gpu::quant::{HostMatrix, WeightFormat};
+use latentlens::gpu::rope::{rope_once, rope_reference, rope_tables};
+use latentlens::gpu::swiglu::{swiglu_once, swiglu_reference};
+use latentlens::gpu::{GpuError, GpuOptions};
+
+fn fk() -> Option<&'static ForwardKernels> {
+    static FK: OnceLock<Option<ForwardKernels>> = OnceLock::new();
+    FK.get_or_init(|| gpu_kit::ctx().map(|c| ForwardKernels::new_blocking(c).expect("forward kernels compile")))
+        .as_ref()
+}
+
+/// A forward-kernel set on a context whose storage bindings are capped at `cap` bytes.
+fn fk_capped(cap: u64) -> Option<ForwardKernels> {
+    let ctx = gpu_kit::open(GpuOptions { max_binding_bytes: Some(cap), ..Default::default() })?;
+    Some(ForwardKernels::new_blocking(&ctx).expect("forward kernels compile"))
+}
+
+/// Random GGUF blocks of `dtype` for an `[n, k]` tensor (real f16 scales, random quants).
+fn random_ggml(rng: &mut Rng, dtype: GgmlDType, n: usize, k: usize) -> Vec<u8> {
+    let blocks = n * k / 32;
+    let mut raw = Vec::new();
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    for _ in 0..blocks {
+        match dtype {
+            GgmlDType::Q8_0 => {
+                raw.extend(f16(0.01 + 0.02 * rng.f().abs()));
+                raw.extend(rng.bytes(32));
+            }
+            GgmlDType::Q4_0 => {
+                raw.extend(f16(0.05 * rng.f()));
+                raw.extend(rng.bytes(16));
+            }
+            GgmlDType::Q4_1 => {
+                raw.extend(f16(0.05 * rng.f()));
+                raw.extend(f16(0.2 * rng.f()));
+                raw.extend(rng.bytes(16));
+            }
+            _ => unreachable!(),
+        }
+    }
+    raw
+}
+
+fn random_matrix(rng: &mut Rng, fmt: WeightFormat, n: usize, k: usize) -> HostMatrix {
+    match fmt {
+        WeightFormat::F32 => HostMatrix::from_f32(&rng.vec(n * k), n, k, "w").unwrap(),
+        WeightFormat::Q8_0 => HostMatrix::from_ggml(GgmlDType::Q8_0, &random_ggml(rng, GgmlDType::Q8_0, n, k), n, k, "w").unwrap(),
+        WeightFormat::Q4_0 => HostMatrix::from_ggml(GgmlDType::Q4_0, &random_ggml(rng, GgmlDType::Q4_0, n, k), n, k, "w").unwrap(),
+        WeightFormat::Q4_1 => HostMatrix::from_ggml(GgmlDType::Q4_1, &random_ggml(rng, GgmlDType::Q4_1, n, k), n, k, "w").unwrap(),
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn repacked_blocks_dequantise_like_candle() {
+    let mut rng = Rng(7);
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0, GgmlDType::Q4_1] {
+        let (n, k) = (5, 96);
+        let raw = random_ggml(&mut rng, dtype, n, k);
+        let ours = HostMatrix::from_ggml(dtype, &raw, n, k, "t").unwrap().dequantize();
+        let theirs = qtensor_from_ggml(dtype, &raw, vec![n, k], &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(ours, theirs, "{dtype:?}: repacked dequantisation must equal candle's bit for bit");
+    }
+    // f16 → f32 exactly
+    let vals = [1.5f32, -0.25, 3.0];
+    let raw: Vec<u8> = vals.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+    assert_eq!(HostMatrix::from_ggml(GgmlDType::F16, &raw, 1, 3, "h").unwrap().dequantize(), vals);
+}
+
+#[test]
+fn unsupported_quantisation_and_short_data_are_refused_by_name() {
+    let e = HostMatrix::from_ggml(GgmlDType::Q5_0, &[0u8; 22], 1, 32, "blk.0.attn_v.weight").unwrap_err();
+    assert!(matches!(e, GpuError::UnsupportedWeights(_)), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("blk.0.attn_v.weight") && msg.contains("Q5_0"), "{msg}");
+    let e = HostMatrix::from_ggml(GgmlDType::Q4_1, &[0u8; 19], 1, 32, "w").unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+    let e = HostMatrix::from_ggml(GgmlDType::Q8_0, &[0u8; 34], 1, 33, "w").unwrap_err().to_string();
+    assert!(e.contains("multiple of the block size"), "{e}");
+}
+
+#[test]
+fn matmul_matches_twin_on_every_format_and_edge_shape() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(1);
+    // (t, n, k, format, bias, accumulate)
+    let cases = [
+        (1, 1, 32, WeightFormat::Q8_0, false, false),
+        (1, 200, 576, WeightFormat::Q4_1, true, false),
+        (5, 70, 96, WeightFormat::Q4_1, false, true),
+        (67, 130, 64, WeightFormat::Q4_0, true, true),
+        (130, 65, 37, WeightFormat::F32, true, false),
+        (64, 64, 64, WeightFormat::Q8_0, false, false),
+        (3, 129, 1, WeightFormat::F32, false, true),
+    ];
+    for (t, n, k, fmt, with_bias, acc) in cases {
+        let w = random_matrix(&mut rng, fmt, n, k);
+        let x = rng.vec(t * k);
+        let bias = with_bias.then(|| rng.vec(n));
+        let y0 = acc.then(|| rng.vec(t * n));
+        let got = block(matmul_once(fk, &x, t, &w, bias.as_deref(), y0.as_deref())).unwrap();
+        let want = matmul_reference(&x, t, &w, bias.as_deref(), y0.as_deref()).unwrap();
+        // f32 accumulation in a different order: bound by k·eps·Σ|x·w| (+ bias, y0)
+        let wd = w.dequantize();
+        for r in 0..t {
+            for c in 0..n {
+                let absdot: f32 = (0..k).map(|i| (x[r * k + i] * wd[c * k + i]).abs()).sum();
+                let tol = 1e-5 * (absdot + 1.0);
+                let (g, e) = (got[r * n + c], want[r * n + c]);
+                assert!((g - e).abs() <= tol, "{fmt:?} t={t} n={n} k={k} at ({r},{c}): gpu {g} cpu {e}");
+            }
+        }
+        eprintln!("matmul {fmt:?} [{t}×{k}]·[{n}×{k}]ᵀ: max abs diff {:.2e}", max_abs_diff(&got, &want));
+    }
+}
+
+#[test]
+fn matmul_and_embedding_split_over_bindings_when_weights_exceed_the_limit() {
+    let Some(fk) = fk_capped(4096) else { return };
+    let mut rng = Rng(2);
+    let (t, n, k) = (9, 300, 64);
+    let w = random_matrix(&mut rng, WeightFormat::Q8_0, n, k); // 16 words/row → 64 rows per part
+    let gm = latentlens::gpu::matmul::GpuMatrix::upload(&fk, &w).unwrap();
+    assert!(gm.num_parts() >= 5, "{} parts", gm.num_parts());
+    let x = rng.vec(t * k);
+    let bias = rng.vec(n);
+    let got = block(matmul_once(&fk, &x, t, &w, Some(&bias), None)).unwrap();
+    let want = matmul_reference(&x, t, &w, Some(&bias), None).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-4, "{}", max_abs_diff(&got, &want));
+
+    let table = random_matrix(&mut rng, WeightFormat::Q4_1, 1000, 64);
+    let e = latentlens::gpu::embed::GpuEmbedding::upload(&fk, &table).unwrap();
+    assert!(e.num_parts() > 1);
+    let ids = [0u32, 999, 500, 128, 127, 3];
+    assert_eq!(block(embed_once(&fk, &table, &ids)).unwrap(), embed_reference(&table, &ids).unwrap());
+
+    // a single row wider than the limit cannot be split: refused, naming the limit
+    let wide = random_matrix(&mut rng, WeightFormat::F32, 1, 2048);
+    let err = latentlens::gpu::matmul::GpuMatrix::upload(&fk, &wide).unwrap_err().to_string();
+    assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
+}
+
+#[test]
+fn norms_match_twin() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(3);
+    for (rows, d) in [(1, 1), (3, 48), (70, 300), (2, 577)] {
+        let x: Vec<f32> = rng.vec(rows * d).iter().map(|v| v * 3.0 + 0.5).collect();
+        let w = rng.vec(d);
+        let b = rng.vec(d);
+        for (kind, bias) in [(NormKind::Rms, None), (NormKind::Layer, Some(&b[..])), (NormKind::Layer, None)] {
+            let got = block(norm_once(fk, kind, 1e-5, &x, rows, d, &w, bias)).unwrap();
+            let want = norm_reference(kind, 1e-5, &x, rows, d, &w, bias).unwrap();
+            let e = max_abs_diff(&got, &want);
+            assert!(e <= 2e-5, "{kind:?} [{rows}, {d}]: {e}");
+        }
+    }
+}
+
+#[test]
+fn rope_matches_twin_in_rotate_half_layout() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(4);
+    for (t, heads, hd, extra) in [(1, 1, 2, 0), (9, 6, 64, 128), (40, 5, 12, 24)] {
+        let width = heads * hd + extra; // trailing v heads are left alone
+        let x = rng.vec(t * width);
+        let positions: Vec<usize> = (0..t).collect();
+        let (cos, sin) = rope_tables(&positions, hd, 10000.0);
+        let got = block(rope_once(fk, &x, t, width, heads, hd, &cos, &sin)).unwrap();
+        let want = rope_reference(&x, t, width, heads, hd, &cos, &sin).unwrap();
+        assert!(max_abs_diff(&got, &want) <= 1e-6, "t={t} hd={hd}: {}", max_abs_diff(&got, &want));
+        for r in 0..t {
+            assert_eq!(&got[r * width + heads * hd..(r + 1) * width], &x[r * width + heads * hd..(r + 1) * width]);
+        }
+    }
+    // position 0 is the identity; rotate_half pairs (i, i + hd/2)
+    let (cos, sin) = rope_tables(&[0, 1], 4, 10000.0);
+    assert_eq!((cos[0], sin[0]), (1.0, 0.0));
+    let y = rope_reference(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], 2, 4, 1, 4, &cos, &sin).unwrap();
+    assert!((y[4] - 1f32.cos()).abs() < 1e-7 && (y[6] - 1f32.sin()).abs() < 1e-7, "{y:?}");
+}
+
+#[test]
+fn attention_matches_twin_causal_bidirectional_gqa_and_long() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(5);
+    // (t, heads, kv, hd, causal, q/k magnitude)
+    let cases = [
+        (1, 1, 1, 8, true, 1.0),
+        (7, 4, 2, 12, true, 1.0),
+        (7, 4, 2, 12, false, 1.0),
+        (300, 3, 1, 64, true, 1.0),
+        (260, 2, 2, 32, false, 4.0), // peaked softmax: stability
+        (33, 8, 8, 256, false, 1.0),
+    ];
+    for (t, heads, kv, hd, causal, mag) in cases {
+        let s = AttnShape { t, heads, kv_heads: kv, hd, causal, scale: 1.0 / (hd as f32).sqrt() };
+        let qkv: Vec<f32> = rng.vec(t * s.qkv_width()).iter().map(|v| v * mag).collect();
+        let got = block(attention_once(fk, &s, &qkv)).unwrap();
+        let want = attention_reference(&s, &qkv).unwrap();
+        let e = max_abs_diff(&got, &want);
+        eprintln!("attention t={t} h={heads}/{kv} hd={hd} causal={causal}: max abs diff {e:.2e}");
+        assert!(e <= 2e-5 && got.iter().all(|v| v.is_finite()), "{s:?}: {e}");
+    }
+    let bad = AttnShape { t: 2, heads: 3, kv_heads: 2, hd: 4, causal: true, scale: 1.0 };
+    assert!(attention_reference(&bad, &[0.0; 2 * 28]).is_err());
+}
+
+#[test]
+fn activations_and_add_match_twins() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(6);
+    let (t, inter) = (5, 129);
+    let gu: Vec<f32> = rng.vec(t * 2 * inter).iter().map(|v| v * 8.0).collect();
+    let got = block(swiglu_once(fk, &gu, t, inter)).unwrap();
+    let want = swiglu_reference(&gu, t, inter).unwrap();
+    assert!(max_abs_diff(&got, &want) <= 1e-5, "swiglu {}", max_abs_diff(&got, &want));
+
+    let mut x: Vec<f32> = rng.vec(1000).iter().map(|v| v * 6.0).collect();
+    x.extend([100.0, -100.0, 0.0, 20.0, -20.0]);
+    for kind in [GeluKind::Tanh, GeluKind::Erf, GeluKind::Quick] {
+        let got = block(gelu_once(fk, kind, &x)).unwrap();
+        let want = gelu_reference(kind, &x);
+        assert!(got.iter().all(|v| v.is_finite()), "{kind:?}: non-finite");
+        assert!(max_abs_diff(&got, &want) <= 2e-5 * 100.0, "{kind:?}: {}", max_abs_diff(&got, &want));
+        let rel = got.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f32::max);
+        assert!(rel <= 2e-6, "{kind:?}: relative {rel}");
+    }
+    // the erf approximation against tabulated values (Abramowitz & Stegun table 7.1)
+    for (v, e) in [(0.5f32, 0.520_499_88f32), (1.0, 0.842_700_8), (2.0, 0.995_322_3), (-1.5, -0.966_105_15), (0.0, 0.0)] {
+        assert!((erf_as(v) - e).abs() <= 3e-7, "erf({v}) = {} vs {e}", erf_as(v));
+    }
+
+    let y = rng.vec(700);
+    let r = rng.vec(700);
+    assert_eq!(block(add_once(fk, &r, &y)).unwrap(), add_reference(&r, &y));
+    let row = rng.vec(7);
+    assert_eq!(block(add_once(fk, &row, &y)).unwrap(), add_reference(&row, &y));
+}
+
+#[test]
+fn embedding_lookup_matches_twin_and_refuses_bad_ids() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(8);
+    for fmt in [WeightFormat::Q8_0, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::F32] {
+        let table = random_matrix(&mut rng, fmt, 50, 96);
+        let ids = [0u32, 49, 7, 7, 13];
+        assert_eq!(block(embed_once(fk, &table, &ids)).unwrap(), embed_reference(&table, &ids).unwrap(), "{fmt:?}");
+        let e = block(embed_once(fk, &table, &[1, 50])).unwrap_err().to_string();
+        assert!(e.contains("50") && e.contains("vocabulary"), "{e}");
+    }
+}

@@ -508,6 +508,7 @@ impl WgslTextModel {
     async fn record_and_read(&self, p: &Pool, input: Input<'_>, t: usize) -> Result<Vec<Vec<f32>>, GpuError> {
         let c = &self.cfg;
         let fk = &self.fk;
+        fk.context().check_alive("wgsl text forward")?;
         let queue = fk.context().queue();
         let (d, h, kv, hd, inter) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size);
         let eps = c.rms_norm_eps as f32;

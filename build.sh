@@ -248,13 +248,12 @@ case "$cmd" in
   page) build_page ;;
   e2e) e2e "$@" ;;
   bench)
-    name=${1:?usage: ./build.sh bench search|model|bank|page}; shift
+    name=${1:?usage: ./build.sh bench search|model|bank|page|wgsl}; shift
     if [ "$name" = page ]; then
       apt_install chromium; build_page
       CHROMIUM=$(command -v chromium) LATENTLENS_BIN=$(cli_dev) node www/e2e/bench.mjs "$@"
       exit 0
     fi
-    name=${1:?usage: ./build.sh bench search|model|bank|wgsl}; shift
     setup; pyenv
     [ "$name" = bank ] && make_corpus
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY LATENTLENS_CORPUS=$CORPUS

@@ -1,5 +1,5 @@
 // quant_common.wgsl — weight formats of the forward kernels, dequantised in the shader.
-// Inserted into kernels that say `requires: quant_common.wgsl` (src/gpu/forward.rs).
+// Inserted into kernels whose header names it as required (src/gpu/forward.rs).
 // Host twin: src/gpu/quant.rs (repacking from GGUF blocks and the CPU dequantiser).
 //
 // A weight matrix [n, k] is stored row-major in `wq: array<u32>` plus one scale word per block

@@ -57,11 +57,14 @@ fn every_wgsl_file_validates_with_naga() {
     );
     for name in &names {
         let src = composed(name);
-        // f32 kernels must not need any optional capability (WebGPU baseline, SwiftShader)
+        // f32 kernels must not need any optional capability: only the WebGPU baseline, which
+        // includes `unpack2x16float` (naga's SHADER_FLOAT16_IN_FLOAT32; wgpu's downlevel flag
+        // SHADER_F16_IN_F32, present on every WebGPU adapter, SwiftShader and lavapipe too)
+        let baseline = Capabilities::SHADER_FLOAT16_IN_FLOAT32;
         let caps = if needs_f16(name) {
-            Capabilities::SHADER_FLOAT16
+            baseline | Capabilities::SHADER_FLOAT16
         } else {
-            Capabilities::default()
+            baseline
         };
         let module = validate(name, &src, caps);
         if !is_common(name) {

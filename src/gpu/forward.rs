@@ -14,7 +14,6 @@
 //! storage binding limit are split by rows ([`super::matmul::GpuMatrix`], the embedding) or
 //! refused with the limit named.
 
-use wgpu::util::DeviceExt;
 
 use super::{FieldOffsets, GpuContext, GpuError};
 
@@ -217,11 +216,7 @@ impl ForwardKernels {
             return Ok(());
         }
         let device = self.ctx.device();
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(kernel.file_name()),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self.ctx.uniform_init(kernel.file_name(), params);
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });

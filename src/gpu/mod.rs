@@ -47,7 +47,6 @@ pub use topk_merge::{merge_layers_reference, merge_topk_reference};
 use std::cmp::Ordering;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
 
 /// Errors of the GPU path.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +71,10 @@ pub enum GpuError {
     #[error("the GPU adapter lacks the `{0}` feature; use the f32 variant")]
     MissingFeature(&'static str),
     /// The device was lost (driver reset, tab in background too long, `destroy`).
-    #[error("GPU device lost ({0}); create a new GpuContext or use the CPU search")]
+    #[error("GPU device lost ({0}); create a new GpuContext or use the CPU path")]
     DeviceLost(String),
     /// wgpu validation or out-of-memory error raised while running a kernel.
-    #[error("GPU error in {what}: {msg}")]
+    #[error("GPU error in {what}: {msg}\n(if the GPU was lost or reset, create a new GpuContext or use the CPU path)")]
     Kernel { what: &'static str, msg: String },
     /// Mapping a result buffer failed.
     #[error("reading GPU results back failed in {what}: {msg}")]
@@ -513,35 +512,38 @@ impl GpuContext {
         self.inner.limits.max_compute_workgroups_per_dimension
     }
 
-    /// Storage buffer initialised with `bytes` (padded to 4 bytes, never empty).
+    /// Buffer of `usage` (plus `COPY_DST`) holding `bytes`, padded to 4 bytes and never
+    /// empty. Written through the queue rather than `mapped_at_creation`, so that a lost
+    /// device surfaces as an error at the next check instead of a panic inside wgpu.
+    pub(crate) fn buffer_with(&self, label: &str, bytes: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let size = (bytes.len() as u64).max(4).div_ceil(4) * 4;
+        let buf = self.inner.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.inner.queue.write_buffer(&buf, 0, &bytes[..whole]);
+        }
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.inner.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        buf
+    }
+
+    /// Storage buffer initialised with `bytes` (padded to 4 bytes, never empty). Readable
+    /// back (`COPY_SRC`) because kernels that work in place read their result from it.
     pub(crate) fn storage_init(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-        let padded;
-        let contents = if bytes.is_empty() || bytes.len() % 4 != 0 {
-            let mut v = bytes.to_vec();
-            v.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-            padded = v;
-            &padded[..]
-        } else {
-            bytes
-        };
-        self.inner
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            })
+        self.buffer_with(label, bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
     }
 
     /// Uniform buffer holding one params struct.
     pub(crate) fn uniform_init<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.inner
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.buffer_with(label, bytemuck::bytes_of(value), wgpu::BufferUsages::UNIFORM)
     }
 
     /// Uninitialised storage buffer a kernel writes (at least 4 bytes).
@@ -647,7 +649,15 @@ impl GpuContext {
         });
         enc.copy_buffer_to_buffer(src, 0, &staging, 0, size);
         self.inner.queue.submit(Some(enc.finish()));
-        scopes.finish(what).await?;
+        if let Err(e) = scopes.finish(what).await {
+            // a lost device shows up first as validation errors on its dead objects
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = self.inner.device.poll(wgpu::PollType::Poll);
+            return Err(match self.check_alive(what) {
+                Err(lost @ GpuError::DeviceLost(_)) => lost,
+                _ => e,
+            });
+        }
         self.check_alive(what)?;
 
         let (tx, rx) = futures::channel::oneshot::channel();

@@ -106,12 +106,12 @@ test_wasm() {
 
 cli() {
   cargo build --release --bin latentlens
-  "$ROOT/target/release/latentlens" "$@"
+  "${CARGO_TARGET_DIR:-$ROOT/target}/release/latentlens" "$@"
 }
 
 # --- the browser: wasm package, page, default model and bank ----------------
 WASM_BINDGEN_VERSION=0.2.130   # must equal the `wasm-bindgen` crate pin in Cargo.toml
-WASM_TARGET_DIR=$ROOT/target/wasm32-unknown-unknown/release
+WASM_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/wasm32-unknown-unknown/release
 wasm_tools() {
   rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
@@ -164,7 +164,7 @@ JSON
 # Debug-profile CLI (shared with `cargo test`): builds the default bank and serves.
 cli_dev() {
   cargo build -q --bin latentlens
-  echo "$ROOT/target/debug/latentlens"
+  echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug/latentlens"
 }
 # Sample photos from the scikit-image wheel (PyPI); licences in www/public/samples/LICENCES.txt.
 SKIMAGE_VERSION=0.26.0

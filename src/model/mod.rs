@@ -11,6 +11,8 @@
 pub mod clip;
 pub mod config;
 pub mod connector;
+pub mod controlled;
+pub mod efficientnet;
 pub mod fingerprint;
 pub mod gguf;
 pub mod hidden;

@@ -9,11 +9,14 @@ mod bench_model;
 mod bench_search;
 mod bench_wgsl;
 mod build_bank;
+mod eval;
+mod eval_export;
 mod hidden_states;
 mod inspect;
 mod inspect_vlm;
 mod model_url;
 mod serve;
+mod train_scenes;
 
 #[derive(Parser)]
 #[command(name = "latentlens", version, about = "What a vision-language model sees in each image patch, in words")]
@@ -36,6 +39,10 @@ enum Command {
     MergeBanks(build_bank::MergeArgs),
     /// Serve the web page (static files with Range, application/wasm, COOP/COEP).
     Serve(serve::Args),
+    /// Ground-truth interpretability of the controlled VLM (three lenses, Mid-Layer Leap).
+    Eval(eval::Args),
+    /// Generate synthetic scenes (PNG + captions + per-patch ground truth) for the controlled VLM.
+    Scenes(train_scenes::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::MergeBanks(args) => build_bank::run_merge(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Scenes(args) => train_scenes::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

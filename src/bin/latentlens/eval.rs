@@ -293,7 +293,7 @@ fn svg_plot(
             let v = hrow.and_then(|m| m.get(b)).copied().unwrap_or(0) as f64 / total.max(1) as f64;
             let shade = (255.0 * (1.0 - v)).round();
             s += &format!(
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="rgb(255,{shade},{shade})" stroke="#ccc"/>"#,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="rgb(255,{shade},{shade})" stroke="#ccc"/>"##,
                 x0 + cw * c as f64,
                 p + ch * r as f64,
                 cw,

@@ -452,7 +452,9 @@ pub fn generate(catalog: &Catalog, seed: u64, cfg: &SceneConfig) -> Result<Scene
             bg_id[y * s + x] = id;
         }
     }
-    // Objects: 1–3 kinds, 1–3 instances each, at most 5.
+    // Objects: 1–3 kinds, 1–3 instances each; instances are capped at 5 once the first kinds
+    // are placed, but every chosen kind keeps one, so a scene has at most 6 (kept as is: the
+    // committed connector was trained on scenes made by exactly this code).
     let n_kinds = 1 + rng.below(3);
     let mut chosen: Vec<(usize, usize)> = Vec::new();
     while chosen.len() < n_kinds.min(catalog.kinds.len()) {

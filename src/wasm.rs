@@ -14,9 +14,11 @@
 //! URL ([`Inspector::load_bank_url`]: the HTTP Range [`HttpSource`], chunks
 //! kept in the browser's Cache API so a reload downloads nothing).
 //!
-//! Search: CPU (wasm) by default; [`Inspector::enable_gpu`] uploads every
-//! bank layer to WebGPU ([`GpuPqLayer`], the WGSL kernels of `crate::gpu`)
-//! when an adapter exists, and the LatentLens search runs there.
+//! Compute: CPU (wasm) by default; [`Inspector::enable_gpu`], when the browser
+//! has a WebGPU adapter, uploads the LLM's decoder to the WGSL forward kernels
+//! ([`WgslTextModel`]: every layer's hidden states of [`Inspector::run_image`]
+//! are computed there; the vision tower and connector stay on the CPU) and
+//! every bank layer to the WGSL search kernels ([`GpuPqLayer`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,11 +33,13 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::bank::pq::ProductQuantizer;
 use crate::bank::BankReader;
 use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
+use crate::backend::wgsl::{HostTextWeights, WgslTextModel};
+use crate::gpu::forward::ForwardKernels;
 use crate::gpu::GpuContext;
 use crate::search::{merge_layers, GpuPqLayer, Hit};
 use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
 use crate::model::tokenizer::Tokenizer;
-use crate::model::vlm::{Vlm, VlmModel};
+use crate::model::vlm::{text_weights_prefix, Vlm, VlmModel};
 use crate::model::weights::{load_safetensors_bytes, Weights};
 use crate::model::HiddenStates;
 
@@ -138,8 +142,10 @@ export interface DownloadProgress {
 }
 
 export interface Backend {
-  /** Where the model forward runs. */
-  model: "cpu";
+  /** Where the LLM forward (every layer's hidden states) runs; the vision tower runs on the CPU. */
+  model: "cpu" | "webgpu";
+  /** Why the model forward is not on WebGPU, when it is not. */
+  modelNotice: string;
   /** Where the bank search runs. */
   search: "cpu" | "webgpu";
   /** Why it is not WebGPU, when it is not. */
@@ -349,6 +355,13 @@ struct State {
     gpu_bank: Option<Rc<Vec<GpuPqLayer>>>,
     /// Why the search is not on the GPU.
     gpu_notice: String,
+    /// The checkpoint's tensors (sharing storage with the model's), from which the LLM's
+    /// decoder is uploaded to the WGSL forward kernels.
+    weights: Option<Weights>,
+    /// The LLM decoder on the WGSL forward kernels, after a successful `enableGpu`.
+    gpu_text: Option<Rc<WgslTextModel>>,
+    /// Why the model forward is not on the GPU.
+    model_notice: String,
     image: Option<Rc<ImageRun>>,
     /// (query layer, method, k) → neighbours of every patch, for the current image.
     cache: HashMap<(usize, Method, usize), Lists>,
@@ -406,6 +419,7 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
     }
     let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
+    let weights = Some(w);
     let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
     let state = State {
         vlm,
@@ -417,6 +431,9 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         gpu_ctx: None,
         gpu_bank: None,
         gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
+        weights,
+        gpu_text: None,
+        model_notice: "the model runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
         image: None,
         cache: HashMap::new(),
         generation: 0,
@@ -537,6 +554,9 @@ impl Inspector {
                     Err(e) => state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): {e}"),
                 }
             }
+            if let Err(msg) = enable_gpu_model(&state).await {
+                state.borrow_mut().model_notice = format!("the model runs on the CPU (WebAssembly): {msg}");
+            }
             let (ctx, bank, has_gpu_bank) = {
                 let s = state.borrow();
                 (s.gpu_ctx.clone(), s.bank.clone(), s.gpu_bank.is_some())
@@ -563,8 +583,10 @@ impl Inspector {
     pub fn disable_gpu(&self) {
         let mut s = self.state.borrow_mut();
         s.gpu_bank = None;
+        s.gpu_text = None;
         s.gpu_ctx = None;
         s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
+        s.model_notice = "the model runs on the CPU (WebAssembly): WebGPU switched off".to_string();
         s.invalidate(true);
     }
 
@@ -580,26 +602,48 @@ impl Inspector {
 
     /// Runs an image (PNG or JPEG bytes) through the VLM with `prompt` (an
     /// `<image>` placeholder is prepended when missing; default as the CLI's
-    /// `inspect`). Returns the patch grid.
-    #[wasm_bindgen(js_name = runImage, unchecked_return_type = "ImageInfo")]
-    pub fn run_image(&self, bytes: &[u8], prompt: Option<String>) -> Result<JsValue, JsValue> {
-        let prompt = prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string());
-        let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
-        let img = crate::image::decode(bytes).map_err(|e| domain_error(e.into()))?;
-        let (width, height) = (img.width, img.height);
-        let (hs, tiles) = {
-            let s = self.state.borrow();
-            let pre = s.vlm.preprocess(&img).map_err(|e| domain_error(e.into()))?;
-            let text = s.vlm.expand_prompt(&prompt, &pre).map_err(|e| domain_error(e.into()))?;
-            let ids = s.vlm.tokenizer.encode(&text).map_err(|e| domain_error(e.into()))?;
-            (s.vlm.forward(&ids, &pre).map_err(|e| domain_error(e.into()))?, pre.num_tiles() as u32)
-        };
-        let run = ImageRun { hs, width, height, tiles };
-        let info = image_info(&run);
-        let mut s = self.state.borrow_mut();
-        s.image = Some(Rc::new(run));
-        s.invalidate(false);
-        to_js(&info)
+    /// `inspect`). Resolves to the patch grid. The LLM forward runs on WebGPU
+    /// after a successful `enableGpu()` (see `backend()`); if the GPU fails
+    /// mid-way, this image is rerun on the CPU and `backend().modelNotice` says why.
+    #[wasm_bindgen(js_name = runImage, unchecked_return_type = "Promise<ImageInfo>")]
+    pub fn run_image(&self, bytes: &[u8], prompt: Option<String>) -> Promise {
+        let state = self.state.clone();
+        let bytes = bytes.to_vec();
+        future_to_promise(async move {
+            let prompt = prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string());
+            let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
+            let img = crate::image::decode(&bytes).map_err(|e| domain_error(e.into()))?;
+            let (width, height) = (img.width, img.height);
+            let (input, tiles, gpu) = {
+                let s = state.borrow();
+                let pre = s.vlm.preprocess(&img).map_err(|e| domain_error(e.into()))?;
+                let text = s.vlm.expand_prompt(&prompt, &pre).map_err(|e| domain_error(e.into()))?;
+                let ids = s.vlm.tokenizer.encode(&text).map_err(|e| domain_error(e.into()))?;
+                let input = s.vlm.input_embeds(&ids, &pre).map_err(|e| domain_error(e.into()))?;
+                (input, pre.num_tiles() as u32, s.gpu_text.clone())
+            };
+            let mut layers = None;
+            if let Some(gpu) = gpu {
+                match gpu.forward_embeds(&input.embeds, input.num_tokens()).await {
+                    Ok(l) => layers = Some(l),
+                    Err(e) => {
+                        let mut s = state.borrow_mut();
+                        s.gpu_text = None;
+                        s.model_notice = format!("the model runs on the CPU (WebAssembly): the WebGPU forward failed: {e}");
+                    }
+                }
+            }
+            let layers = match layers {
+                Some(l) => l,
+                None => cpu_decoder(&state.borrow().vlm, &input).map_err(domain_error)?,
+            };
+            let run = ImageRun { hs: input.into_hidden_states(layers), width, height, tiles };
+            let info = image_info(&run);
+            let mut s = state.borrow_mut();
+            s.image = Some(Rc::new(run));
+            s.invalidate(false);
+            to_js(&info)
+        })
     }
 
     /// The last image's patch grid and sizes, or `null`.
@@ -682,7 +726,47 @@ const DEFAULT_PROMPT: &str = "Describe this image.";
 
 fn backend_json(s: &State) -> Value {
     let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
-    json!({ "model": "cpu", "search": if on_gpu { "webgpu" } else { "cpu" }, "notice": s.gpu_notice })
+    json!({
+        "model": if s.gpu_text.is_some() { "webgpu" } else { "cpu" },
+        "modelNotice": s.model_notice,
+        "search": if on_gpu { "webgpu" } else { "cpu" },
+        "notice": s.gpu_notice,
+    })
+}
+
+/// The decoder on the CPU (candle) for an input built by [`Vlm::input_embeds`].
+fn cpu_decoder(vlm: &Vlm, input: &crate::model::vlm::VlmInput) -> Result<Vec<Vec<f32>>, crate::Error> {
+    use crate::model::ModelError;
+    let text = vlm.text_model();
+    let device = text.embedding_matrix().device().clone();
+    let embeds = candle_core::Tensor::from_vec(input.embeds.clone(), (input.num_tokens(), input.hidden_size), &device)
+        .map_err(ModelError::from)?;
+    let states = text.forward_embeds(&embeds)?;
+    Ok(crate::model::llama::states_to_vecs(&states)?)
+}
+
+/// Uploads the LLM's decoder to the WGSL forward kernels (once; needs `gpu_ctx`).
+/// `Err` says why the model stays on the CPU.
+async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
+    let (ctx, host) = {
+        let s = state.borrow();
+        if s.gpu_text.is_some() {
+            return Ok(());
+        }
+        let Some(ctx) = s.gpu_ctx.clone() else { return Err("no WebGPU adapter".into()) };
+        let Some(w) = s.weights.as_ref() else { return Err("the checkpoint's tensors were released".into()) };
+        let prefix = text_weights_prefix(w.tensors.keys())
+            .ok_or_else(|| "the language model's tensors were not found in the checkpoint".to_string())?;
+        let cfg = s.vlm.text_model().config().clone();
+        let host = HostTextWeights::from_weights(&cfg, w, &prefix, &s.name).map_err(|e| e.to_string())?;
+        (ctx, host)
+    };
+    let fk = ForwardKernels::new(&ctx).await.map_err(|e| e.to_string())?;
+    let model = WgslTextModel::new(&fk, &host).map_err(|e| e.to_string())?;
+    let mut s = state.borrow_mut();
+    s.model_notice = format!("the LLM runs on WebGPU ({}), the vision tower on the CPU", ctx.adapter_info().name);
+    s.gpu_text = Some(Rc::new(model));
+    Ok(())
 }
 
 fn bank_info(lens: &LatentLens, name: &str) -> Value {

@@ -272,9 +272,10 @@ impl Vlm {
         Ok((Tensor::cat(&feats, 0)?, geo))
     }
 
-    /// Hidden states of every LLM layer for token ids `ids` (with the
-    /// placeholders already expanded) and a preprocessed image.
-    pub fn forward(&self, ids: &[u32], pre: &Preprocessed) -> Result<HiddenStates, ModelError> {
+    /// The LLM's input for token ids `ids` (placeholders expanded) and a preprocessed image:
+    /// the token embeddings with the visual tokens spliced into the placeholder rows. Any
+    /// compute path (the CPU, the WGSL kernels) runs the decoder on this.
+    pub fn input_embeds(&self, ids: &[u32], pre: &Preprocessed) -> Result<VlmInput, ModelError> {
         let text = self.text_model();
         let image_id = self.image_token_id();
         let (feats, patches) = self.image_features(pre)?; // [n, d]
@@ -293,15 +294,18 @@ impl Vlm {
         for (k, &row) in visual_rows.iter().enumerate() {
             e[row * d..(row + 1) * d].copy_from_slice(&f[k * d..(k + 1) * d]);
         }
-        let embeds = Tensor::from_vec(e, (ids.len(), d), embeds.device())?;
+        Ok(VlmInput { token_ids: ids.to_vec(), embeds: e, hidden_size: d, visual_rows, patches })
+    }
+
+    /// Hidden states of every LLM layer for token ids `ids` (with the
+    /// placeholders already expanded) and a preprocessed image.
+    pub fn forward(&self, ids: &[u32], pre: &Preprocessed) -> Result<HiddenStates, ModelError> {
+        let text = self.text_model();
+        let input = self.input_embeds(ids, pre)?;
+        let device = text.embedding_matrix().device().clone();
+        let embeds = Tensor::from_vec(input.embeds.clone(), (ids.len(), input.hidden_size), &device)?;
         let states = text.forward_embeds(&embeds)?;
-        Ok(HiddenStates {
-            hidden_size: d,
-            token_ids: ids.to_vec(),
-            layers: states_to_vecs(&states)?,
-            visual_rows,
-            patches,
-        })
+        Ok(input.into_hidden_states(states_to_vecs(&states)?))
     }
 
     /// Image + prompt (containing `<image>` once) → hidden states.
@@ -322,4 +326,49 @@ impl Vlm {
 
 fn image_to_model(e: ImageError) -> ModelError {
     ModelError::Input(format!("image: {e}"))
+}
+
+/// The LLM's input for one image + prompt (see [`Vlm::input_embeds`]).
+#[derive(Debug, Clone)]
+pub struct VlmInput {
+    /// Token ids with the image placeholders expanded.
+    pub token_ids: Vec<u32>,
+    /// `[T, d]` row-major input embeddings, visual tokens spliced in.
+    pub embeds: Vec<f32>,
+    /// `d`.
+    pub hidden_size: usize,
+    /// Rows of `embeds` that are visual tokens.
+    pub visual_rows: Vec<usize>,
+    /// Geometry of each visual token.
+    pub patches: Vec<PatchGeometry>,
+}
+
+impl VlmInput {
+    /// Number of tokens.
+    pub fn num_tokens(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    /// Wraps the decoder's per-layer states (`L + 1` row-major `[T, d]`) of this input.
+    pub fn into_hidden_states(self, layers: Vec<Vec<f32>>) -> HiddenStates {
+        HiddenStates {
+            hidden_size: self.hidden_size,
+            token_ids: self.token_ids,
+            layers,
+            visual_rows: self.visual_rows,
+            patches: self.patches,
+        }
+    }
+}
+
+/// The prefix of a VLM checkpoint's language model in `names` (e.g. `language_model.model.`
+/// for LLaVA, `model.text_model.` for Idefics3), found by its embedding matrix.
+pub fn text_weights_prefix<'a>(mut names: impl Iterator<Item = &'a String>) -> Option<String> {
+    const CANDIDATES: [&str; 5] =
+        ["language_model.model.", "model.language_model.", "model.text_model.", "text_model.", "language_model."];
+    let found: Vec<&String> = names.by_ref().filter(|n| n.ends_with("embed_tokens.weight")).collect();
+    CANDIDATES
+        .iter()
+        .find(|p| found.iter().any(|n| **n == format!("{p}embed_tokens.weight")))
+        .map(|p| p.to_string())
 }

@@ -142,7 +142,9 @@ async function loadPreset() {
 }
 
 function showBackend(b: Backend) {
-  $("backend").textContent = `model on ${b.model.toUpperCase()}, search on ${b.search === "webgpu" ? "WebGPU" : "CPU"}`;
+  const on = (x: string) => (x === "webgpu" ? "WebGPU" : "CPU");
+  $("backend").textContent = `model on ${on(b.model)}, search on ${on(b.search)}`;
+  $("backend").title = b.modelNotice;
   const why = !("gpu" in navigator) ? "this browser has no WebGPU: search runs on the CPU (WebAssembly)"
     : gpuPending ? "search runs on the CPU (WebAssembly) until WebGPU is ready" : b.notice;
   notice(b.search === "webgpu" ? "" : `Note: ${why}.`);

@@ -240,6 +240,35 @@ page_assets() {
     "$(cli_dev)" build-bank --model $DEFAULT_MODEL --corpus tests/fixtures/smollm2/wordnet_sentences.txt \
       --out $d/bank.llbank --corpus-name "WordNet 3.0 usage examples (1,200, tests/fixtures/smollm2)" >/dev/null
   fi
+  controlled_page_assets
+}
+# The page's embedded default: the controlled VLM (EfficientNet-Lite0 → trained connector →
+# SmolLM2-135M), a SmolLM2 bank over the first N sentences of the general offline corpus (no
+# scene captions in it), and the emoji artwork bundle for "generate a scene".
+controlled_page_assets() {
+  fetch_smollm2; fetch_effnet; fetch_emoji; make_corpus
+  local d=www/public/default c=www/public/default/controlled
+  mkdir -p $c
+  cmp -s "$EFFNET" $c/efficientnet-lite0.safetensors || cp "$EFFNET" $c/efficientnet-lite0.safetensors
+  cmp -s models/controlled-v1/connector.safetensors $c/connector.safetensors || cp models/controlled-v1/connector.safetensors $c/
+  cmp -s "$SMOLLM2_GGUF" $c/SmolLM2-135M-Instruct.Q4_1.gguf || cp "$SMOLLM2_GGUF" $c/SmolLM2-135M-Instruct.Q4_1.gguf
+  cat > $c/config.json <<'JSON'
+{
+  "model_type": "latentlens-controlled",
+  "description": "Controlled VLM v1: frozen EfficientNet-Lite0 (ImageNet) -> connector trained on synthetic emoji scenes -> frozen SmolLM2-135M-Instruct (Q4_1)",
+  "vision": "efficientnet-lite0.safetensors",
+  "connector": "connector.safetensors",
+  "text": "SmolLM2-135M-Instruct.Q4_1.gguf"
+}
+JSON
+  local n=${LATENTLENS_PAGE_BANK_SENTENCES:-4000}
+  if [ ! -s $d/smollm2.llbank ] || [ "$(cat $d/smollm2.llbank.n 2>/dev/null)" != "$n" ]; then
+    log "building the page's SmolLM2 bank (first $n sentences of the offline corpus; a few minutes)"
+    "$(cli_dev)" build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --sentences "$n" --out $d/smollm2.llbank \
+      --corpus-name "latentlens offline corpus v1, first $n sentences (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" >/dev/null
+    echo "$n" > $d/smollm2.llbank.n
+  fi
+  [ -s $d/scenes.bin ] || "$(cli_dev)" scenes --emoji "$EMOJI_DIR" --bundle $d/scenes.bin
 }
 build_page() {
   build_pkg

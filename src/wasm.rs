@@ -32,6 +32,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::bank::pq::ProductQuantizer;
 use crate::bank::BankReader;
+use crate::fetch::model_files::controlled_parts;
 use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
 use crate::backend::wgsl::{HostTextWeights, WgslTextModel};
 use crate::gpu::forward::ForwardKernels;
@@ -39,7 +40,9 @@ use crate::gpu::GpuContext;
 use crate::search::{merge_layers, GpuPqLayer, Hit};
 use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
 use crate::model::tokenizer::Tokenizer;
-use crate::model::vlm::{text_weights_prefix, Vlm, VlmModel};
+use crate::model::controlled::ControlledVlm;
+use crate::model::vlm::{text_weights_prefix, Vlm};
+use crate::model::{gguf, AnyVlm, LoadedTextModel};
 use crate::model::weights::{load_safetensors_bytes, Weights};
 use crate::model::HiddenStates;
 
@@ -91,13 +94,16 @@ export interface Patch {
 
 export interface ModelInfo {
   name: string;
-  family: "llava" | "idefics3";
+  /** "controlled": this project's controlled VLM (EfficientNet-Lite0 → connector → SmolLM2). */
+  family: "llava" | "idefics3" | "controlled";
   fingerprint: string;
   /** Hidden states per input: num_hidden_layers + 1 (0 = embeddings). */
   numStates: number;
   hiddenSize: number;
   vocabSize: number;
   defaultPrompt: string;
+  /** false when the model always runs with its own instruction (the controlled VLM). */
+  takesPrompt: boolean;
 }
 
 export interface BankInfo {
@@ -139,6 +145,17 @@ export interface DownloadProgress {
   bytesPerS: number;
   /** How many of `loaded` came from the browser cache. */
   fromCache: number;
+}
+
+/** A generated scene (SceneMaker.generate). */
+export interface Scene {
+  seed: number;
+  png: Uint8Array;
+  caption: string;
+  /** Caption nouns of the drawn objects. */
+  objects: string[];
+  /** Ground truth per cell of the 7×7 grid, row-major: covering objects, background colours. */
+  patches: { objects: string[]; background: string[] }[];
 }
 
 export interface Backend {
@@ -343,7 +360,7 @@ type Lists = Rc<Vec<Vec<Neighbour>>>;
 
 /// Everything an [`Inspector`] holds; shared with its pending promises.
 struct State {
-    vlm: Vlm,
+    vlm: AnyVlm,
     name: String,
     fingerprint: String,
     embedding: Option<Rc<EmbeddingLens>>,
@@ -355,9 +372,8 @@ struct State {
     gpu_bank: Option<Rc<Vec<GpuPqLayer>>>,
     /// Why the search is not on the GPU.
     gpu_notice: String,
-    /// The checkpoint's tensors (sharing storage with the model's), from which the LLM's
-    /// decoder is uploaded to the WGSL forward kernels.
-    weights: Option<Weights>,
+    /// Where the LLM's decoder is uploaded to the WGSL forward kernels from.
+    gpu_source: GpuSource,
     /// The LLM decoder on the WGSL forward kernels, after a successful `enableGpu`.
     gpu_text: Option<Rc<WgslTextModel>>,
     /// Why the model forward is not on the GPU.
@@ -419,7 +435,27 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
     }
     let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
-    let weights = Some(w);
+    new_inspector(name, AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(w))
+}
+
+/// Builds an [`Inspector`] for the controlled VLM from its three weight files.
+fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text_gguf: Vec<u8>) -> Result<Inspector, JsValue> {
+    let dev = Device::Cpu;
+    let vision = load_safetensors_bytes(vision, "vision encoder (EfficientNet-Lite0 safetensors)", &dev).map_err(|e| domain_error(e.into()))?;
+    let conn = load_safetensors_bytes(connector, "connector safetensors", &dev).map_err(|e| domain_error(e.into()))?;
+    let text = LoadedTextModel::from_gguf_bytes_with(&text_gguf, "LLM GGUF", false).map_err(|e| domain_error(e.into()))?;
+    let vlm = ControlledVlm::from_parts(&vision, &conn, text, "connector safetensors", name).map_err(|e| domain_error(e.into()))?;
+    new_inspector(name, AnyVlm::Controlled(Box::new(vlm)), GpuSource::Gguf(text_gguf))
+}
+
+/// Where the WGSL decoder's weights come from: the HF checkpoint's tensors (sharing storage
+/// with the CPU model's) or the GGUF file's bytes.
+enum GpuSource {
+    Weights(Weights),
+    Gguf(Vec<u8>),
+}
+
+fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource) -> Result<Inspector, JsValue> {
     let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
     let state = State {
         vlm,
@@ -431,7 +467,7 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         gpu_ctx: None,
         gpu_bank: None,
         gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
-        weights,
+        gpu_source,
         gpu_text: None,
         model_notice: "the model runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
         image: None,
@@ -460,10 +496,18 @@ impl Inspector {
         build_inspector(name, config, processor_config, tokenizer, &refs)
     }
 
+    /// Loads the controlled VLM from the bytes of its three parts: the vision encoder
+    /// (EfficientNet-Lite0 safetensors), the connector safetensors and the LLM's GGUF.
+    #[wasm_bindgen(js_name = fromControlledBytes)]
+    pub fn from_controlled_bytes(name: &str, vision: &[u8], connector: &[u8], gguf: Vec<u8>) -> Result<Inspector, JsValue> {
+        build_controlled(name, vision, connector, gguf)
+    }
+
     /// Downloads and loads a VLM from its folder URL (a Hugging Face
     /// repository URL or any base URL holding `config.json`,
     /// `tokenizer.json`, `preprocessor_config.json` or
-    /// `processor_config.json`, and `model.safetensors` or its shards), in
+    /// `processor_config.json`, and `model.safetensors` or its shards; or a
+    /// controlled-VLM folder: `config.json` naming its three files), in
     /// ranges, cached in the browser's Cache API (a reload or an interrupted
     /// download reads what is cached), reporting progress per file.
     #[wasm_bindgen(js_name = fromUrl)]
@@ -473,7 +517,13 @@ impl Inspector {
         #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
         on_progress: Option<js_sys::Function>,
     ) -> Result<Inspector, JsValue> {
-        let files = ModelFiles::fetch_model(&base, &fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+        let mut files = ModelFiles::fetch_model(&base, &fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+        let config = files.get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
+        if let Some(parts) = controlled_parts(config).map_err(|m| js_error("ModelError", m))? {
+            let text = files.files.remove(&parts[2]).unwrap_or_default();
+            let part = |i: usize| files.get(&parts[i]).ok_or_else(|| input_error(format!("{base}: no {}", parts[i])));
+            return build_controlled(&name, part(0)?, part(1)?, text);
+        }
         let get = |n: &str| files.get(n);
         let config = get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
         let tokenizer = get("tokenizer.json").ok_or_else(|| input_error(format!("{base}: no tokenizer.json")))?;
@@ -494,14 +544,11 @@ impl Inspector {
     pub fn model_info(&self) -> Result<JsValue, JsValue> {
         let s = self.state.borrow();
         let cfg = s.vlm.text_model().config();
-        let family = match s.vlm.model {
-            VlmModel::Llava(_) => "llava",
-            VlmModel::Idefics3(_) => "idefics3",
-        };
         to_js(&json!({
-            "name": s.name, "family": family, "fingerprint": s.fingerprint,
+            "name": s.name, "family": s.vlm.family(), "fingerprint": s.fingerprint,
             "numStates": cfg.num_hidden_layers + 1, "hiddenSize": cfg.hidden_size,
-            "vocabSize": s.vlm.tokenizer.vocab_size(), "defaultPrompt": DEFAULT_PROMPT,
+            "vocabSize": s.vlm.tokenizer().vocab_size(), "defaultPrompt": s.vlm.default_prompt(),
+            "takesPrompt": s.vlm.takes_prompt(),
         }))
     }
 
@@ -610,17 +657,12 @@ impl Inspector {
         let state = self.state.clone();
         let bytes = bytes.to_vec();
         future_to_promise(async move {
-            let prompt = prompt.unwrap_or_else(|| DEFAULT_PROMPT.to_string());
-            let prompt = if prompt.contains("<image>") { prompt } else { format!("<image>{prompt}") };
             let img = crate::image::decode(&bytes).map_err(|e| domain_error(e.into()))?;
             let (width, height) = (img.width, img.height);
             let (input, tiles, gpu) = {
                 let s = state.borrow();
-                let pre = s.vlm.preprocess(&img).map_err(|e| domain_error(e.into()))?;
-                let text = s.vlm.expand_prompt(&prompt, &pre).map_err(|e| domain_error(e.into()))?;
-                let ids = s.vlm.tokenizer.encode(&text).map_err(|e| domain_error(e.into()))?;
-                let input = s.vlm.input_embeds(&ids, &pre).map_err(|e| domain_error(e.into()))?;
-                (input, pre.num_tiles() as u32, s.gpu_text.clone())
+                let (input, tiles) = s.vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
+                (input, tiles as u32, s.gpu_text.clone())
             };
             let mut layers = None;
             if let Some(gpu) = gpu {
@@ -635,7 +677,7 @@ impl Inspector {
             }
             let layers = match layers {
                 Some(l) => l,
-                None => cpu_decoder(&state.borrow().vlm, &input).map_err(domain_error)?,
+                None => state.borrow().vlm.decode_cpu(&input).map_err(|e| domain_error(e.into()))?,
             };
             let run = ImageRun { hs: input.into_hidden_states(layers), width, height, tiles };
             let info = image_info(&run);
@@ -721,9 +763,6 @@ impl Inspector {
     }
 }
 
-/// The prompt `latentlens inspect` uses by default (after `<image>`).
-const DEFAULT_PROMPT: &str = "Describe this image.";
-
 fn backend_json(s: &State) -> Value {
     let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
     json!({
@@ -732,17 +771,6 @@ fn backend_json(s: &State) -> Value {
         "search": if on_gpu { "webgpu" } else { "cpu" },
         "notice": s.gpu_notice,
     })
-}
-
-/// The decoder on the CPU (candle) for an input built by [`Vlm::input_embeds`].
-fn cpu_decoder(vlm: &Vlm, input: &crate::model::vlm::VlmInput) -> Result<Vec<Vec<f32>>, crate::Error> {
-    use crate::model::ModelError;
-    let text = vlm.text_model();
-    let device = text.embedding_matrix().device().clone();
-    let embeds = candle_core::Tensor::from_vec(input.embeds.clone(), (input.num_tokens(), input.hidden_size), &device)
-        .map_err(ModelError::from)?;
-    let states = text.forward_embeds(&embeds)?;
-    Ok(crate::model::llama::states_to_vecs(&states)?)
 }
 
 /// Uploads the LLM's decoder to the WGSL forward kernels (once; needs `gpu_ctx`).
@@ -754,11 +782,19 @@ async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
             return Ok(());
         }
         let Some(ctx) = s.gpu_ctx.clone() else { return Err("no WebGPU adapter".into()) };
-        let Some(w) = s.weights.as_ref() else { return Err("the checkpoint's tensors were released".into()) };
-        let prefix = text_weights_prefix(w.tensors.keys())
-            .ok_or_else(|| "the language model's tensors were not found in the checkpoint".to_string())?;
-        let cfg = s.vlm.text_model().config().clone();
-        let host = HostTextWeights::from_weights(&cfg, w, &prefix, &s.name).map_err(|e| e.to_string())?;
+        let host = match &s.gpu_source {
+            GpuSource::Weights(w) => {
+                let prefix = text_weights_prefix(w.tensors.keys())
+                    .ok_or_else(|| "the language model's tensors were not found in the checkpoint".to_string())?;
+                let cfg = s.vlm.text_model().config().clone();
+                HostTextWeights::from_weights(&cfg, w, &prefix, &s.name).map_err(|e| e.to_string())?
+            }
+            GpuSource::Gguf(bytes) => {
+                let mut r = std::io::Cursor::new(bytes.as_slice());
+                let content = gguf::read_content(&mut r, "LLM GGUF").map_err(|e| e.to_string())?;
+                HostTextWeights::from_gguf(&content, &mut r, "LLM GGUF", &Default::default()).map_err(|e| e.to_string())?
+            }
+        };
         (ctx, host)
     };
     let fk = ForwardKernels::new(&ctx).await.map_err(|e| e.to_string())?;
@@ -846,13 +882,13 @@ async fn query_all(
                 }
             };
             let s = state.borrow();
-            emb.explain(&s.vlm.tokenizer, &q, k).map_err(|e| domain_error(e.into()))?
+            emb.explain(s.vlm.tokenizer(), &q, k).map_err(|e| domain_error(e.into()))?
         }
         Method::Logit => {
             let s = state.borrow();
             // The last hidden state already went through the final norm (HF convention).
             let normed = layer + 1 == run.hs.num_layers();
-            LogitLens::explain(s.vlm.text_model(), &s.vlm.tokenizer, &q, normed, k).map_err(|e| domain_error(e.into()))?
+            LogitLens::explain(s.vlm.text_model(), s.vlm.tokenizer(), &q, normed, k).map_err(|e| domain_error(e.into()))?
         }
     };
     let lists = Rc::new(lists);
@@ -861,4 +897,45 @@ async fn query_all(
         s.cache.insert((layer, method, k), lists.clone());
     }
     Ok(lists)
+}
+
+/// Synthetic scenes like the controlled VLM's training and evaluation data (emoji objects
+/// on coloured backgrounds, with a caption and per-patch ground truth), generated here in
+/// the browser from an artwork bundle (`latentlens scenes --bundle`).
+#[wasm_bindgen]
+pub struct SceneMaker {
+    catalog: crate::eval::scenes::Catalog,
+}
+
+#[wasm_bindgen]
+impl SceneMaker {
+    /// Reads the artwork bundle (an `InputError` naming the problem when it is not one).
+    #[wasm_bindgen(js_name = fromBundle)]
+    pub fn from_bundle(bytes: &[u8]) -> Result<SceneMaker, JsValue> {
+        let catalog = crate::eval::scenes::Catalog::from_bundle(bytes).map_err(|e| js_error("InputError", e.to_string()))?;
+        Ok(SceneMaker { catalog })
+    }
+
+    /// Number of object kinds.
+    #[wasm_bindgen(getter, js_name = numKinds)]
+    pub fn num_kinds(&self) -> usize {
+        self.catalog.kinds.len()
+    }
+
+    /// The scene of `seed` (deterministic): PNG bytes, caption, objects and the ground truth
+    /// of each 32×32 cell of the 7×7 grid (row-major).
+    #[wasm_bindgen(unchecked_return_type = "Scene")]
+    pub fn generate(&self, seed: u32) -> Result<JsValue, JsValue> {
+        use crate::eval::scenes::{encode_png, generate, SceneConfig};
+        let scene = generate(&self.catalog, seed as u64, &SceneConfig::default()).map_err(|e| input_error(e.to_string()))?;
+        let png = encode_png(&scene.rgb, scene.size, image::ExtendedColorType::Rgb8).map_err(|e| input_error(e.to_string()))?;
+        let info = to_js(&json!({
+            "seed": seed,
+            "caption": scene.caption,
+            "objects": scene.objects.iter().map(|o| o.noun.clone()).collect::<Vec<_>>(),
+            "patches": scene.patches.iter().map(|p| json!({"objects": p.objects, "background": p.background})).collect::<Vec<_>>(),
+        }))?;
+        js_sys::Reflect::set(&info, &JsValue::from_str("png"), &Uint8Array::from(png.as_slice()))?;
+        Ok(info)
+    }
 }

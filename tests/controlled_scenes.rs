@@ -130,3 +130,33 @@ fn real_emoji_vocabulary() {
     assert_eq!(partial.kinds.len() + partial.skipped.len(), latentlens::eval::scenes::VOCABULARY.len());
     assert!(partial.skipped.iter().any(|(_, why)| why.contains("missing")));
 }
+
+#[test]
+fn artwork_bundle_round_trips_and_refuses_bad_files() {
+    // no assets needed: the bundle of generated squares
+    let cat = square_catalog(12);
+    let bundle = cat.to_bundle().unwrap();
+    let back = Catalog::from_bundle(&bundle).unwrap();
+    assert_eq!(back.kinds.len(), 12);
+    for seed in [0, 5, 99] {
+        let (a, b) = (generate(&cat, seed, &SceneConfig::default()).unwrap(), generate(&back, seed, &SceneConfig::default()).unwrap());
+        assert_eq!(a.rgb, b.rgb, "seed {seed}: the bundle's artwork draws differently");
+        assert_eq!(a.caption, b.caption);
+    }
+    let e = Catalog::from_bundle(b"not a bundle at all").unwrap_err().to_string();
+    assert!(e.contains("magic"), "{e}");
+    for cut in [8, 12, 20, bundle.len() - 1] {
+        let e = Catalog::from_bundle(&bundle[..cut]).unwrap_err().to_string();
+        assert!(e.contains("truncated") || e.contains("kinds"), "cut at {cut}: {e}");
+    }
+    let mut bad = bundle.clone();
+    bad[8..12].copy_from_slice(&0u32.to_le_bytes());
+    assert!(Catalog::from_bundle(&bad).unwrap_err().to_string().contains("0 kinds"));
+    // real artwork: the page's scenes equal the CLI's (`latentlens scenes`)
+    let Some(dir) = emoji_dir() else { return };
+    let real = Catalog::from_dir(&dir).unwrap();
+    let back = Catalog::from_bundle(&real.to_bundle().unwrap()).unwrap();
+    for seed in [0, 900_000, 2_000_000] {
+        assert_eq!(generate(&real, seed, &SceneConfig::default()).unwrap().rgb, generate(&back, seed, &SceneConfig::default()).unwrap().rgb, "seed {seed}");
+    }
+}

@@ -93,6 +93,19 @@ pub const COLOURS: &[(&str, [u8; 3])] = &[
     ("black", [25, 25, 25]),
 ];
 
+/// First bytes of a [`Catalog::to_bundle`] file.
+pub const BUNDLE_MAGIC: &[u8; 8] = b"LLSCENE1";
+
+/// PNG bytes of a square `side × side` image (`Rgb8` or `Rgba8`).
+pub fn encode_png(pixels: &[u8], side: u32, color: image::ExtendedColorType) -> Result<Vec<u8>, EvalError> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(pixels, side, side, color)
+        .map_err(|e| EvalError::Input(format!("PNG encoding: {e}")))?;
+    Ok(out)
+}
+
 /// Largest artwork side accepted (pixels).
 const MAX_ART_SIDE: u32 = 512;
 
@@ -214,6 +227,56 @@ impl Catalog {
             }
             std::fs::read(img.join(name)).ok()
         })
+    }
+
+    /// The artwork in one file for the browser (`latentlens scenes --bundle`): magic
+    /// [`BUNDLE_MAGIC`], `u32` count, then per kind `u16` + short name, `u16` + noun,
+    /// `u32` + PNG bytes (little-endian lengths, UTF-8 names).
+    pub fn to_bundle(&self) -> Result<Vec<u8>, EvalError> {
+        let mut out = BUNDLE_MAGIC.to_vec();
+        out.extend_from_slice(&(self.kinds.len() as u32).to_le_bytes());
+        for k in &self.kinds {
+            let png = encode_png(&k.rgba, k.side, image::ExtendedColorType::Rgba8)?;
+            for s in [&k.short_name, &k.noun] {
+                out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            out.extend_from_slice(&(png.len() as u32).to_le_bytes());
+            out.extend_from_slice(&png);
+        }
+        Ok(out)
+    }
+
+    /// Reads a bundle written by [`Catalog::to_bundle`]; a truncated or foreign file is
+    /// refused with what was wrong.
+    pub fn from_bundle(bytes: &[u8]) -> Result<Self, EvalError> {
+        let bad = |what: &str| EvalError::Assets(format!("scene artwork bundle: {what}: rebuild it with `latentlens scenes --bundle`"));
+        let mut r = bytes.strip_prefix(BUNDLE_MAGIC.as_slice()).ok_or_else(|| bad("wrong magic (not a bundle)"))?;
+        let mut take = |n: usize, what: &str| -> Result<&[u8], EvalError> {
+            if r.len() < n {
+                return Err(bad(&format!("truncated in {what}")));
+            }
+            let (a, b) = r.split_at(n);
+            r = b;
+            Ok(a)
+        };
+        let le = |b: &[u8]| b.iter().rev().fold(0usize, |acc, &x| acc << 8 | x as usize);
+        let n = le(take(4, "the count")?);
+        if n == 0 || n > VOCABULARY.len() {
+            return Err(bad(&format!("{n} kinds (expected 1..={})", VOCABULARY.len())));
+        }
+        let mut kinds = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut name = |what: &str| -> Result<String, EvalError> {
+                let len = le(take(2, what)?);
+                String::from_utf8(take(len, what)?.to_vec()).map_err(|_| bad(&format!("kind {i}: {what} is not UTF-8")))
+            };
+            let (short_name, noun) = (name("short name")?, name("noun")?);
+            let len = le(take(4, "PNG length")?);
+            let (side, rgba) = decode_rgba(take(len, "PNG")?).map_err(|e| bad(&format!("kind {i} ({noun}): {e}")))?;
+            kinds.push(ObjectKind { short_name, plural: plural(&noun), noun, side, rgba });
+        }
+        Ok(Self { kinds, skipped: Vec::new() })
     }
 
     /// Index of the kind with caption noun `noun`.

@@ -29,7 +29,7 @@ mod browser_cache;
 mod cache;
 mod clock;
 mod http;
-mod model_files;
+pub mod model_files;
 mod progress;
 mod transport;
 // The http:// parser serves the native client only.

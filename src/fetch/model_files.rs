@@ -3,7 +3,9 @@
 //!
 //! URL layout: a Hugging Face repository URL (`https://huggingface.co/ORG/NAME`,
 //! files under `{base}/resolve/main/{file}`) or any plain base URL (files
-//! under `{base}/{file}`), or the URL of a single `.gguf` file.
+//! under `{base}/{file}`), or the URL of a single `.gguf` file. A folder whose
+//! `config.json` has `"model_type": "latentlens-controlled"` (the controlled VLM) holds the
+//! three files that config names (`vision`, `connector`, `text`), in the same folder.
 
 use std::collections::BTreeMap;
 
@@ -58,7 +60,18 @@ impl ModelFiles {
             let bytes = fetch_all(trimmed, opts.clone()).await?;
             return Ok(Self { base: base.to_string(), files: BTreeMap::from([(name, bytes)]) });
         }
-        let mut me = Self::fetch(base, &["config.json", "tokenizer.json"], opts).await?;
+        let mut me = Self::fetch(base, &["config.json"], opts).await?;
+        if let Some(parts) = controlled_parts(me.get("config.json").unwrap_or_default())
+            .map_err(|message| FetchError::Protocol { url: model_file_url(base, "config.json"), message })?
+        {
+            for name in parts {
+                let b = fetch_all(&model_file_url(base, &name), opts.clone()).await?;
+                me.files.insert(name, b);
+            }
+            return Ok(me);
+        }
+        let tok = fetch_all(&model_file_url(base, "tokenizer.json"), opts.clone()).await?;
+        me.files.insert("tokenizer.json".into(), tok);
         for name in ["preprocessor_config.json", "processor_config.json"] {
             match fetch_all(&model_file_url(base, name), opts.clone()).await {
                 Ok(b) => {
@@ -142,4 +155,26 @@ mod tests {
         assert!(shard_names(br#"{"weight_map":{}}"#).is_err());
         assert!(shard_names(b"nope").is_err());
     }
+}
+
+/// For a controlled-VLM `config.json`: the file names of its `vision`, `connector` and `text`
+/// parts (which must be plain names in the same folder); `None` for any other config.
+pub fn controlled_parts(config: &[u8]) -> Result<Option<Vec<String>>, String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else { return Ok(None) };
+    if v.get("model_type").and_then(|t| t.as_str()) != Some(crate::model::controlled::MODEL_TYPE) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for key in ["vision", "connector", "text"] {
+        let name = v.get(key).and_then(|n| n.as_str()).ok_or_else(|| {
+            format!("controlled VLM config: `{key}` is missing (the file name of this part's weights)")
+        })?;
+        if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(format!(
+                "controlled VLM config: `{key}` is {name:?}; over HTTP every part must be a plain file name in the config's folder"
+            ));
+        }
+        out.push(name.to_string());
+    }
+    Ok(Some(out))
 }

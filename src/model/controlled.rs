@@ -31,6 +31,7 @@ use super::hidden::{HiddenStates, PatchGeometry};
 use super::llama::{states_to_vecs, TextModel};
 use super::text::LoadedTextModel;
 use super::tokenizer::Tokenizer;
+use super::vlm::VlmInput;
 use super::weights::{load_safetensors_bytes, Weights};
 use super::ModelError;
 use crate::image::resample::{resize, Filter};
@@ -212,20 +213,29 @@ impl ControlledVlm {
         Ok((embeds, ids, rows))
     }
 
-    /// Hidden states of every LLM layer for `image` with the fixed
-    /// description prompt, visual rows and patch geometry included.
-    pub fn hidden_states(&self, image: &RgbImage) -> Result<HiddenStates, ModelError> {
+    /// The LLM's input for `image` with the fixed description prompt: embeddings with the
+    /// visual tokens in place, token ids (placeholders in the visual rows), visual rows and
+    /// patch geometry. Any compute path runs the decoder on this.
+    pub fn input(&self, image: &RgbImage) -> Result<VlmInput, ModelError> {
         let (f, patches) = self.vision_features(image)?;
         let visual = self.visual_tokens(&f)?;
         let (embeds, token_ids, visual_rows) = self.embeds(&visual, &[])?;
-        let states = self.text_model().forward_embeds(&embeds)?;
-        Ok(HiddenStates {
-            hidden_size: self.text.config.hidden_size,
+        Ok(VlmInput {
             token_ids,
-            layers: states_to_vecs(&states)?,
+            embeds: embeds.flatten_all()?.to_vec1::<f32>()?,
+            hidden_size: self.text.config.hidden_size,
             visual_rows,
             patches,
         })
+    }
+
+    /// Hidden states of every LLM layer for `image` with the fixed
+    /// description prompt, visual rows and patch geometry included.
+    pub fn hidden_states(&self, image: &RgbImage) -> Result<HiddenStates, ModelError> {
+        let input = self.input(image)?;
+        let embeds = Tensor::from_slice(&input.embeds, (input.num_tokens(), input.hidden_size), &Device::Cpu)?;
+        let states = self.text_model().forward_embeds(&embeds)?;
+        Ok(input.into_hidden_states(states_to_vecs(&states)?))
     }
 
     /// PNG / JPEG bytes → hidden states (decoding bounded by

@@ -8,6 +8,7 @@
 //! [`fingerprint`] and [`text`] (one-call loading of a text model from a path
 //! or bytes).
 
+pub mod any;
 pub mod clip;
 pub mod config;
 pub mod connector;
@@ -25,6 +26,7 @@ pub mod tokenizer;
 pub mod vlm;
 pub mod weights;
 
+pub use any::AnyVlm;
 pub use config::TextConfig;
 pub use hidden::{HiddenStates, PatchGeometry};
 pub use llama::TextModel;

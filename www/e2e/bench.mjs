@@ -12,7 +12,7 @@ import { join } from "node:path";
 const RUNS = Number(process.env.LATENTLENS_BENCH_RUNS ?? 3);
 const server = await serve(join(ROOT, "www/dist"));
 const browser = await launch();
-const url = `${server.url}?sample=chelsea.png`;
+const url = `${server.url}?preset=tiny&sample=chelsea.png`;
 
 async function firstNeighbours(page) {
   await page.goto(url);
@@ -52,7 +52,7 @@ for (let i = 0; i < RUNS; i++) {
   await new Promise((r) => setTimeout(r, 300));
   warmBytes.push(counter.bytes);
   // The same on the CPU search (?gpu=0).
-  await page.goto(`${server.url}?gpu=0&sample=chelsea.png`);
+  await page.goto(`${server.url}?preset=tiny&gpu=0&sample=chelsea.png`);
   await page.waitForFunction(() => performance.getEntriesByName("first-neighbours").length > 0, null, { timeout: 120000 });
   if (backend === "webgpu") searchCpu.push((await page.evaluate(() => window.latentlensPage.searchAll(10))).ms);
   await ctx.close();

@@ -86,8 +86,8 @@ async function uploadPhoto() {
 }
 
 console.log(`e2e: ${server.url}`);
-await test("the page loads the embedded default model and its bank", async () => {
-  await page.goto(server.url);
+await test("the page loads the tiny test model and its bank", async () => {
+  await page.goto(`${server.url}?preset=tiny`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   const label = await page.textContent("#modelLabel");
   assert(label.includes("bank:") && label.includes("random weights"), `model label: ${label}`);
@@ -185,7 +185,7 @@ await test("a broken connection mid-download resumes from the cache after reload
   const p2 = await c2.newPage();
   let requests = 0;
   await c2.route("**/default/bank.llbank", (r) => (++requests <= 1 ? r.continue() : r.abort("connectionreset")));
-  await p2.goto(server.url);
+  await p2.goto(`${server.url}?preset=tiny`);
   await p2.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   await p2.waitForSelector("#error:not([hidden])");
   const msg = await p2.textContent("#error");
@@ -203,7 +203,7 @@ await test("a broken connection mid-download resumes from the cache after reload
 });
 
 await test("with ?gpu=0 (CPU search) every list also equals the native CLI", async () => {
-  await page.goto(`${server.url}?gpu=0`);
+  await page.goto(`${server.url}?preset=tiny&gpu=0`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   assert((await page.textContent("#backend")).includes("search on CPU"), "not on the CPU");
   await uploadPhoto();
@@ -211,7 +211,7 @@ await test("with ?gpu=0 (CPU search) every list also equals the native CLI", asy
 });
 
 await test("a bank whose sentences hold <img onerror> renders them as literal text", async () => {
-  await page.goto(`${server.url}?bank=test/xss.llbank`);
+  await page.goto(`${server.url}?model=default/model/&bank=test/xss.llbank`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   await uploadPhoto();
   await page.waitForSelector("#col-latent li.nb .sentence");
@@ -223,7 +223,7 @@ await test("a bank whose sentences hold <img onerror> renders them as literal te
 });
 
 await test("a bank built for another model is refused with a message", async () => {
-  await page.goto(`${server.url}?bank=test/wrong.llbank`);
+  await page.goto(`${server.url}?model=default/model/&bank=test/wrong.llbank`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   await page.waitForSelector("#error:not([hidden])");
   const msg = await page.textContent("#error");
@@ -231,8 +231,8 @@ await test("a bank built for another model is refused with a message", async () 
   await page.screenshot({ path: join(OUT, "wrong-bank.png"), fullPage: true });
 });
 
-await test("switching presets back to the default loads its bank", async () => {
-  await page.selectOption("#preset", "default");
+await test("switching presets back to the tiny model loads its bank", async () => {
+  await page.selectOption("#preset", "tiny");
   await page.click("#load");
   await page.waitForFunction(() => document.querySelector("#modelLabel")?.textContent?.includes("bank:"), null, { timeout: 60000 });
   assert(await page.isHidden("#error"), "the old error is still shown");
@@ -275,6 +275,35 @@ await test("a plain Vite app installs pkg/ from its path, builds, and gets typed
   } finally {
     srv.stop();
   }
+});
+
+await test("the embedded default: the controlled VLM and its SmolLM2 bank explain a generated scene", async () => {
+  const c3 = await browser.newContext();
+  const p3 = await c3.newPage();
+  p3.on("pageerror", (e) => consoleErrors.push(String(e)));
+  const t = Date.now();
+  await p3.goto(server.url);
+  await p3.waitForSelector('body[data-state="loaded"]', { timeout: 300000 });
+  const label = await p3.textContent("#modelLabel");
+  assert(label.includes("controlled") && label.includes("30 layers") && label.includes("bank:"), `model label: ${label}`);
+  const loadS = (Date.now() - t) / 1000;
+  const t2 = Date.now();
+  await p3.click("#scene");
+  await p3.waitForSelector('body[data-state="ready"]', { timeout: 300000 });
+  await p3.waitForSelector("#col-latent li.nb", { timeout: 60000 });
+  const info = await p3.evaluate(() => window.latentlensPage.image());
+  assert(info.patches.length === 49 && info.numTiles === 1, `patches: ${info.patches.length}`);
+  const caption = await p3.textContent("#sceneCaption");
+  assert(caption.startsWith("Scene ") && caption.length > 20, `caption: ${caption}`);
+  assert((await p3.textContent("#patchLabel")).includes("ground truth:"), "no ground truth in the patch label");
+  for (const m of ["latent", "embedding", "logit"]) {
+    const n = await p3.$$eval(`#col-${m} li.nb .word`, (w) => w.map((x) => x.textContent));
+    assert(n.length === K && n.every((w) => w.length > 0), `${m}: ${JSON.stringify(n)}`);
+  }
+  const words = await p3.$$eval("#col-latent li.nb .word", (w) => w.map((x) => x.textContent));
+  console.log(`      (load ${loadS.toFixed(1)} s, scene + forward + first neighbours ${((Date.now() - t2) / 1000).toFixed(1)} s; ${caption}; ${await p3.textContent("#patchLabel")}: ${words.join(", ")}; ${await p3.textContent("#backend")})`);
+  await p3.screenshot({ path: join(OUT, "controlled-default.png"), fullPage: true });
+  await c3.close();
 });
 
 await test("no uncaught errors in the page", async () => {

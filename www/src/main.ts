@@ -1,7 +1,7 @@
 // The UI thread: renders; never computes. Every model/bank operation is a
 // typed request to the Worker (worker.ts). All text that comes from a model or
 // a bank is written with textContent — never as HTML.
-import type { Backend, ImageInfo, Leap, Neighbour, Patch } from "latentlens";
+import type { Backend, ImageInfo, Leap, Neighbour, Patch, Scene } from "latentlens";
 import type { Event, FromWorker, LayerSummary, PresetSpec, QueryResult, Request, ResultMap, SearchAllResult } from "./protocol";
 
 const K = 5;
@@ -9,6 +9,12 @@ const qs = new URLSearchParams(location.search);
 const SMOLVLM = "https://huggingface.co/HuggingFaceTB/SmolVLM-256M-Instruct/resolve/main/";
 const PRESETS: Record<string, PresetSpec> = {
   default: {
+    label: "Controlled VLM: EfficientNet-Lite0 → trained connector → SmolLM2-135M (trained on synthetic scenes)",
+    modelBase: "./default/controlled/",
+    modelName: "latentlens controlled VLM v1",
+    bankUrl: "./default/smollm2.llbank",
+  },
+  tiny: {
     label: "Embedded test model: tiny LLaVA (CLIP + Llama), random weights",
     modelBase: "./default/model/",
     modelName: "tiny-llava-clip-llama (random weights, test model)",
@@ -60,8 +66,10 @@ interface State {
   locked: number | null;
   summary: LayerSummary | null;
   numStates: number;
+  /** The generated scene shown (its per-patch ground truth), or null for photos. */
+  scene: Scene | null;
 }
-const st: State = { loaded: false, hasBank: false, image: null, bitmap: null, tile: 0, layer: 0, hover: null, locked: null, summary: null, numStates: 0 };
+const st: State = { loaded: false, hasBank: false, image: null, bitmap: null, tile: 0, layer: 0, hover: null, locked: null, summary: null, numStates: 0, scene: null };
 const selected = () => st.hover ?? st.locked;
 
 // ---- progress, notices, errors ---------------------------------------------
@@ -166,8 +174,10 @@ async function enableGpu() {
 
 // ---- image -----------------------------------------------------------------
 let lastImageBytes: ArrayBuffer | null = null;
-async function takeImage(blob: Blob) {
+async function takeImage(blob: Blob, scene: Scene | null = null) {
   clearError();
+  st.scene = scene;
+  if (!scene) $("sceneCaption").textContent = "";
   const bytes = await blob.arrayBuffer();
   try {
     st.bitmap = await createImageBitmap(blob);
@@ -263,7 +273,9 @@ async function refreshColumns() {
   const p = selected();
   if (!st.image || p === null) return;
   const info = st.image.patches[p];
-  $("patchLabel").textContent = `patch ${p} · tile ${info.tile} · row ${info.row} · col ${info.col}` + (st.locked === p && st.hover === null ? " (locked)" : "");
+  const truth = st.scene && st.scene.patches.length === st.image.patches.length ? st.scene.patches[p] : null;
+  const shows = truth ? ` · ground truth: ${truth.objects.length ? truth.objects.join(", ") : "background"} on ${truth.background.join("/") || "?"}` : "";
+  $("patchLabel").textContent = `patch ${p} · tile ${info.tile} · row ${info.row} · col ${info.col}` + (st.locked === p && st.hover === null ? " (locked)" : "") + shows;
   const gen = ++queryGen;
   try {
     const r: QueryResult = await call({ type: "query", patch: p, layer: st.layer, k: K });
@@ -411,6 +423,18 @@ drop.addEventListener("drop", (ev) => {
 drop.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); ($("file") as HTMLInputElement).click(); } });
 window.addEventListener("resize", drawCanvas);
 
+// ---- generated scenes (the controlled VLM's kind of data, with ground truth) --
+async function generateScene(seed?: number) {
+  const s = seed ?? Math.floor(Math.random() * 1e9);
+  try {
+    const scene = await call({ type: "scene", seed: s, bundleUrl: new URL("./default/scenes.bin", location.href).href });
+    $("sceneCaption").textContent = `Scene ${scene.seed}: “${scene.caption}”`;
+    const png = new Blob([scene.png as BlobPart], { type: "image/png" });
+    await takeImage(png, scene);
+  } catch (e) { showError(e); }
+}
+$("scene").addEventListener("click", () => void generateScene());
+
 // ---- bundled sample photos -------------------------------------------------
 interface Sample { file: string; title: string; credit: string }
 async function loadSamples() {
@@ -447,7 +471,10 @@ window.latentlensPage = {
   },
 };
 
-// URL parameters: ?model=URL&bank=URL selects the custom preset.
+// URL parameters: ?preset=NAME picks a preset (default, tiny, smolvlm); ?model=URL&bank=URL
+// selects the custom preset.
+const presetParam = qs.get("preset");
+if (presetParam && presetParam in PRESETS) ($("preset") as HTMLSelectElement).value = presetParam;
 if (qs.get("model") || qs.get("bank")) {
   ($("preset") as HTMLSelectElement).value = "custom";
   $("customFields").hidden = false;

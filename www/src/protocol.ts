@@ -1,7 +1,7 @@
 // Typed messages between the UI thread (main.ts) and the Worker (worker.ts)
 // that owns the wasm module. Every request carries an id; the worker answers
 // each with exactly one Response, and sends Events (progress, status) at any time.
-import type { BankInfo, Backend, ImageInfo, Leap, ModelInfo, Neighbour } from "latentlens";
+import type { BankInfo, Backend, ImageInfo, Leap, ModelInfo, Neighbour, Scene } from "latentlens";
 
 /** Where a model and (optionally) its bank come from. */
 export interface PresetSpec {
@@ -23,7 +23,8 @@ export type Request =
   | { id: number; type: "layerSummary"; layer: number }
   | { id: number; type: "leap" }
   | { id: number; type: "searchAll"; k: number }
-  | { id: number; type: "gpu" };
+  | { id: number; type: "gpu" }
+  | { id: number; type: "scene"; seed: number; bundleUrl: string };
 
 export interface LoadResult { model: ModelInfo; bank: BankInfo | null; backend: Backend; bankError: string | null }
 export interface QueryResult { latent: Neighbour[] | null; embedding: Neighbour[]; logit: Neighbour[] }
@@ -40,6 +41,7 @@ export interface ResultMap {
   leap: Leap;
   searchAll: SearchAllResult;
   gpu: Backend;
+  scene: Scene;
 }
 
 export interface WireError { name: string; message: string }

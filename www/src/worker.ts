@@ -1,7 +1,7 @@
 // The Worker that owns the wasm module: downloads (with progress), the model
 // forward and every search run here, so the UI thread never freezes.
 // Requests are handled one at a time, in arrival order.
-import init, { Inspector, type DownloadProgress } from "latentlens";
+import init, { Inspector, SceneMaker, type DownloadProgress, type Scene } from "latentlens";
 import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
 
 const K = 5;
@@ -87,6 +87,24 @@ async function searchAll(k: number) {
   return { ms: performance.now() - t0, queries };
 }
 
+/** A generated scene (emoji objects, caption, per-patch ground truth) from the artwork
+ *  bundle next to the page (fetched once). */
+let scenes: Promise<SceneMaker> | null = null;
+async function scene(seed: number, bundleUrl: string): Promise<Scene> {
+  if (!wasmReady) wasmReady = init();
+  await wasmReady;
+  if (!scenes) {
+    scenes = (async () => {
+      const r = await fetch(bundleUrl);
+      if (!r.ok) throw named("FetchError", `the scene artwork ${bundleUrl} answered HTTP ${r.status}`);
+      return SceneMaker.fromBundle(new Uint8Array(await r.arrayBuffer()));
+    })();
+    scenes.catch(() => { scenes = null; });
+  }
+  const s = (await scenes).generate(seed);
+  return s;
+}
+
 function errorText(e: unknown): string {
   if (e instanceof Error) return `${e.name}: ${e.message}`;
   return String(e);
@@ -107,6 +125,7 @@ async function handle(r: Request): Promise<unknown> {
     case "leap": return need().leap();
     case "searchAll": return searchAll(r.k);
     case "gpu": return "gpu" in navigator ? need().enableGpu() : need().backend();
+    case "scene": return scene(r.seed, r.bundleUrl);
   }
 }
 

@@ -528,7 +528,7 @@ impl WgslTextModel {
         enc.copy_buffer_to_buffer(&p.x, 0, &p.states, 0, layer_bytes);
         let dv = View::dense(d);
         let qkv_w = (h + 2 * kv) * hd;
-        let attn = AttnShape { t, heads: h, kv_heads: kv, hd, causal: true, scale: 1.0 / (hd as f32).sqrt() };
+        let attn = AttnShape { t, heads: h, kv_heads: kv, hd, causal: true, scale: 1.0 / (hd as f32).sqrt(), seq: 0 };
         for (i, l) in self.layers.iter().enumerate() {
             record_norm(fk, &mut enc, NormKind::Rms, eps, (&p.x, dv), t, d, &l.attn_norm, None, (&p.xn, dv))?;
             l.qkv.record(fk, &mut enc, &p.xn, dv, t, l.qkv_bias.as_ref(), &p.qkv, View::dense(qkv_w), false)?;

@@ -209,3 +209,134 @@ fn mismatched_placeholders_and_tiles_are_errors() {
     let e = gpu.image_features_blocking(&small).unwrap_err().to_string();
     assert!(e.contains("vision_config.image_size"), "{e}");
 }
+
+/// Random tower + connector tensors at real dimensions under `vp` / `cp` (HF names), with
+/// magnitudes that keep activations O(1): weights ~ U(±1/√fan_in), norms ≈ 1.
+fn random_vision_weights(rng: &mut gpu_kit::Rng, v: &serde_json::Value, clip: bool, vp: &str, connector: &[(String, Vec<usize>)]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let u = |k: &str| v[k].as_u64().unwrap() as usize;
+    let (d, inter, layers, img, p) = (u("hidden_size"), u("intermediate_size"), u("num_hidden_layers"), u("image_size"), u("patch_size"));
+    let g = img / p;
+    let mut out: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let n = shape.iter().product();
+        let vals = rng.vec(n).into_iter().map(|x| offset + scale * x).collect();
+        out.push((name, shape, vals));
+    };
+    let lin = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+    add(format!("{vp}embeddings.patch_embedding.weight"), vec![d, 3, p, p], lin(3 * p * p), 0.0);
+    if clip {
+        add(format!("{vp}embeddings.class_embedding"), vec![d], 0.5, 0.0);
+        add(format!("{vp}embeddings.position_embedding.weight"), vec![g * g + 1, d], 0.1, 0.0);
+        add(format!("{vp}pre_layrnorm.weight"), vec![d], 0.1, 1.0);
+        add(format!("{vp}pre_layrnorm.bias"), vec![d], 0.05, 0.0);
+    } else {
+        add(format!("{vp}embeddings.patch_embedding.bias"), vec![d], 0.05, 0.0);
+        add(format!("{vp}embeddings.position_embedding.weight"), vec![g * g, d], 0.1, 0.0);
+    }
+    add(format!("{vp}post_layernorm.weight"), vec![d], 0.1, 1.0);
+    add(format!("{vp}post_layernorm.bias"), vec![d], 0.05, 0.0);
+    for i in 0..layers {
+        let l = format!("{vp}encoder.layers.{i}.");
+        for n in ["layer_norm1", "layer_norm2"] {
+            add(format!("{l}{n}.weight"), vec![d], 0.1, 1.0);
+            add(format!("{l}{n}.bias"), vec![d], 0.05, 0.0);
+        }
+        for n in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            // q and k larger than 1/√d so that attention is not uniform
+            let s = if n == "q_proj" || n == "k_proj" { 3.0 * lin(d) } else { lin(d) };
+            add(format!("{l}self_attn.{n}.weight"), vec![d, d], s, 0.0);
+            add(format!("{l}self_attn.{n}.bias"), vec![d], 0.05, 0.0);
+        }
+        add(format!("{l}mlp.fc1.weight"), vec![inter, d], lin(d), 0.0);
+        add(format!("{l}mlp.fc1.bias"), vec![inter], 0.05, 0.0);
+        add(format!("{l}mlp.fc2.weight"), vec![d, inter], lin(inter), 0.0);
+        add(format!("{l}mlp.fc2.bias"), vec![d], 0.05, 0.0);
+    }
+    for (name, shape) in connector {
+        let fan_in = if shape.len() == 2 { shape[1] } else { 1 };
+        add(name.clone(), shape.clone(), if shape.len() == 2 { lin(fan_in) } else { 0.05 }, 0.0);
+    }
+    out
+}
+
+/// The fixture's weights with its vision tower and connector replaced (names starting with
+/// one of `replace`) by `fresh`.
+fn swap_weights(name: &str, replace: &[&str], fresh: Vec<(String, Vec<usize>, Vec<f32>)>) -> latentlens::model::weights::Weights {
+    let dev = candle_core::Device::Cpu;
+    let mut w = latentlens::model::weights::load_safetensors_dir(&dir(name), &dev).unwrap();
+    w.tensors.retain(|k, _| !replace.iter().any(|p| k.starts_with(p)));
+    for (n, shape, vals) in fresh {
+        w.tensors.insert(n, candle_core::Tensor::from_vec(vals, shape, &dev).unwrap());
+    }
+    w
+}
+
+#[test]
+fn real_size_clip_l_14_tower_and_projector_match_the_cpu_path() {
+    // CLIP ViT-L/14 dimensions at 224 px (LLaVA-1.0's tower; 257 tokens: two 256-key attention
+    // chunks, head dim 64), 2 layers, feature layer -2, class token dropped; mlp2x_gelu
+    // projector. (336 px works the same and takes 2.5× as long on lavapipe.)
+    let Some(fk) = fk() else { return };
+    let mut cfg = config("llava_clip_llama");
+    let v = serde_json::json!({"model_type": "clip_vision_model", "hidden_size": 1024, "intermediate_size": 4096,
+        "num_hidden_layers": 2, "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5});
+    cfg["vision_config"] = v.clone();
+    let dt = cfg["text_config"]["hidden_size"].as_u64().unwrap() as usize;
+    let conn = vec![
+        ("multi_modal_projector.linear_1.weight".to_string(), vec![dt, 1024]),
+        ("multi_modal_projector.linear_1.bias".to_string(), vec![dt]),
+        ("multi_modal_projector.linear_2.weight".to_string(), vec![dt, dt]),
+        ("multi_modal_projector.linear_2.bias".to_string(), vec![dt]),
+    ];
+    let mut rng = gpu_kit::Rng(21);
+    let fresh = random_vision_weights(&mut rng, &v, true, "vision_tower.", &conn);
+    let w = swap_weights("llava_clip_llama", &["vision_tower.", "multi_modal_projector."], fresh);
+    let lc = latentlens::model::llava::LlavaConfig::from_hf_json(&cfg).unwrap();
+    let cpu = latentlens::model::llava::Llava::new(&lc, w.var_builder(&candle_core::Device::Cpu)).unwrap();
+    let host = latentlens::backend::wgsl_vision::HostVisionWeights::from_llava(&lc, &w, "random CLIP-L").unwrap();
+    assert_eq!(host.layers.len(), 1, "only the layers up to the feature layer are loaded");
+    let gpu = latentlens::backend::wgsl_vision::WgslVisionModel::new(fk, &host).unwrap();
+    let px = rng.vec(3 * 224 * 224);
+    let t = std::time::Instant::now();
+    let got = pollster::block_on(gpu.features(&px, 1)).unwrap();
+    let gpu_s = t.elapsed().as_secs_f64();
+    let want = cpu.image_features(&candle_core::Tensor::from_slice(&px, (3, 224, 224), &candle_core::Device::Cpu).unwrap()).unwrap();
+    assert_eq!(want.dims(), &[256, dt]);
+    let (c, a) = compare_rows(&got, &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(), dt, "CLIP-L/14");
+    eprintln!("real-size CLIP-L/14 at 224 px (1 layer + projector, 256 tokens) WGSL vs CPU: min cos {c:.9}, max abs {a:.2e} ({gpu_s:.2} s on the GPU)");
+}
+
+#[test]
+fn real_size_smolvlm_siglip_tiles_match_the_cpu_path() {
+    // SmolVLM-256M's SigLIP dimensions (d 768, head dim 64, MLP 3072, patch 16) on 256 px tiles
+    // (256 tokens each; the model's 512 px take 4× as long on lavapipe), 2 tiles batched,
+    // pixel shuffle by 4
+    let Some(fk) = fk() else { return };
+    let mut cfg = config("smolvlm_llama");
+    let v = serde_json::json!({"model_type": "smolvlm_vision", "hidden_size": 768, "intermediate_size": 3072,
+        "num_hidden_layers": 1, "num_attention_heads": 12, "image_size": 256, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6});
+    cfg["vision_config"] = v.clone();
+    cfg["scale_factor"] = 4.into();
+    let dt = cfg["text_config"]["hidden_size"].as_u64().unwrap() as usize;
+    let conn = vec![("model.connector.modality_projection.proj.weight".to_string(), vec![dt, 768 * 16])];
+    let mut rng = gpu_kit::Rng(22);
+    let fresh = random_vision_weights(&mut rng, &v, false, "model.vision_model.", &conn);
+    let w = swap_weights("smolvlm_llama", &["model.vision_model.", "model.connector."], fresh);
+    let ic = latentlens::model::idefics3::Idefics3Config::from_hf_json(&cfg).unwrap();
+    let cpu = latentlens::model::idefics3::Idefics3::new(&ic, w.var_builder(&candle_core::Device::Cpu)).unwrap();
+    let host = latentlens::backend::wgsl_vision::HostVisionWeights::from_idefics3(&ic, &w, "random SigLIP").unwrap();
+    let gpu = latentlens::backend::wgsl_vision::WgslVisionModel::new(fk, &host).unwrap();
+    let tiles = 2;
+    let px = rng.vec(tiles * 3 * 256 * 256);
+    let t = std::time::Instant::now();
+    let got = pollster::block_on(gpu.features(&px, tiles)).unwrap();
+    let gpu_s = t.elapsed().as_secs_f64();
+    let mut want = Vec::new();
+    for i in 0..tiles {
+        let tile = candle_core::Tensor::from_slice(&px[i * 3 * 256 * 256..(i + 1) * 3 * 256 * 256], (3, 256, 256), &candle_core::Device::Cpu).unwrap();
+        want.extend(cpu.tile_features(&tile).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    assert_eq!(want.len(), tiles * 16 * dt);
+    let (c, a) = compare_rows(&got, &want, dt, "SigLIP/256");
+    eprintln!("real-size SmolVLM SigLIP at 256 px (2 tiles × 256 tokens, 1 layer, shuffle 4) WGSL vs CPU: min cos {c:.9}, max abs {a:.2e} ({gpu_s:.2} s on the GPU)");
+}

@@ -6,6 +6,8 @@
 // h / (heads / kv_heads) (HF repeat_kv). q, k, v are column ranges of rows of `qkv`:
 //   q[t, h]  = qkv[t · stride + q_off + h · hd ..][0..hd], likewise k (k_off), v (v_off)
 // dst[t · out_stride + h · hd + c] = Σ_j softmax_j(q·k_j · scale) v_j[c]; causal: j ≤ t.
+// seq > 0 batches independent sequences of seq rows (vision tiles): keys j run over the block
+// of t, [⌊t / seq⌋ · seq, ⌊t / seq⌋ · seq + seq); seq = 0 is one sequence of all rows.
 
 struct AttnParams {
     t: u32,
@@ -19,7 +21,7 @@ struct AttnParams {
     out_stride: u32,
     causal: u32,
     scale: f32,
-    _pad0: u32,
+    seq: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: AttnParams;
@@ -61,10 +63,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         qs[lid] = qkv[qb + lid];
     }
     workgroupBarrier();
-    var nkeys = params.t;
-    if (params.causal != 0u) {
-        nkeys = t + 1u;
+    // keys k0 .. k0 + nkeys - 1
+    var k0 = 0u;
+    var kend = params.t;
+    if (params.seq != 0u) {
+        k0 = (t / params.seq) * params.seq;
+        kend = min(k0 + params.seq, params.t);
     }
+    if (params.causal != 0u) {
+        kend = t + 1u;
+    }
+    let nkeys = kend - k0;
     // output dims handled by this invocation: c = lid % 64 + 64·m for the quarter lid / 64
     let quarter = lid / 64u;
     let c0 = lid % 64u;
@@ -78,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j = base + lid;
         var s = -3.0e38;
         if (j < nkeys) {
-            let kb = j * params.stride + params.k_off + kvh * hd;
+            let kb = (k0 + j) * params.stride + params.k_off + kvh * hd;
             var dot = 0.0;
             for (var c = 0u; c < hd; c++) {
                 dot = fma(qs[c], qkv[kb + c], dot);
@@ -103,7 +112,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             var a = 0.0;
             if (c < hd) {
                 for (var jj = quarter * 64u; jj < min(chunk, quarter * 64u + 64u); jj++) {
-                    let vb = (base + jj) * params.stride + params.v_off + kvh * hd;
+                    let vb = (k0 + base + jj) * params.stride + params.v_off + kvh * hd;
                     a = fma(ps[jj], qkv[vb + c], a);
                 }
             }

@@ -1,7 +1,7 @@
 //! The model-forward WGSL kernels vs their CPU twins on lavapipe (or a real GPU): random and
 //! edge shapes (one token, dimensions not multiples of the 64×64×32 matmul tile, sequences
-//! longer than the 256-key attention chunk, weights split over several bindings), with explicit
-//! tolerances. The GGUF repacking is checked against candle's independent dequantiser.
+//! longer than the 256-key attention chunk, batched sequences, weights split over several
+//! bindings), with explicit tolerances; the strided copies against the model's layouts. The GGUF repacking is checked against candle's independent dequantiser.
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -18,6 +18,7 @@ use latentlens::gpu::forward::ForwardKernels;
 use latentlens::gpu::gelu::{erf_as, gelu_once, gelu_reference, GeluKind};
 use latentlens::gpu::matmul::{matmul_once, matmul_reference};
 use latentlens::gpu::norm::{norm_once, norm_reference, NormKind};
+use latentlens::gpu::permute::{permute_once, permute_reference, Permute};
 use latentlens::gpu::quant::{HostMatrix, WeightFormat};
 use latentlens::gpu::rope::{rope_once, rope_reference, rope_tables};
 use latentlens::gpu::swiglu::{swiglu_once, swiglu_reference};
@@ -216,26 +217,119 @@ fn rope_matches_twin_in_rotate_half_layout() {
 fn attention_matches_twin_causal_bidirectional_gqa_and_long() {
     let Some(fk) = fk() else { return };
     let mut rng = Rng(5);
-    // (t, heads, kv, hd, causal, q/k magnitude)
+    // (t, heads, kv, hd, causal, q/k magnitude, rows per sequence (0: one sequence))
     let cases = [
-        (1, 1, 1, 8, true, 1.0),
-        (7, 4, 2, 12, true, 1.0),
-        (7, 4, 2, 12, false, 1.0),
-        (300, 3, 1, 64, true, 1.0),
-        (260, 2, 2, 32, false, 4.0), // peaked softmax: stability
-        (33, 8, 8, 256, false, 1.0),
+        (1, 1, 1, 8, true, 1.0, 0),
+        (7, 4, 2, 12, true, 1.0, 0),
+        (7, 4, 2, 12, false, 1.0, 0),
+        (300, 3, 1, 64, true, 1.0, 0),
+        (260, 2, 2, 32, false, 4.0, 0), // peaked softmax: stability
+        (33, 8, 8, 256, false, 1.0, 0),
+        // batched vision tiles: 3 sequences of 17 (class token + 4×4), one of 1, 2 of 290
+        (51, 4, 4, 8, false, 1.0, 17),
+        (5, 2, 2, 16, false, 1.0, 1),
+        (580, 2, 2, 16, false, 2.0, 290),
+        (12, 2, 1, 8, true, 1.0, 4),
     ];
-    for (t, heads, kv, hd, causal, mag) in cases {
-        let s = AttnShape { t, heads, kv_heads: kv, hd, causal, scale: 1.0 / (hd as f32).sqrt() };
+    for (t, heads, kv, hd, causal, mag, seq) in cases {
+        let s = AttnShape { t, heads, kv_heads: kv, hd, causal, scale: 1.0 / (hd as f32).sqrt(), seq };
         let qkv: Vec<f32> = rng.vec(t * s.qkv_width()).iter().map(|v| v * mag).collect();
         let got = block(attention_once(fk, &s, &qkv)).unwrap();
         let want = attention_reference(&s, &qkv).unwrap();
         let e = max_abs_diff(&got, &want);
-        eprintln!("attention t={t} h={heads}/{kv} hd={hd} causal={causal}: max abs diff {e:.2e}");
+        eprintln!("attention t={t} h={heads}/{kv} hd={hd} causal={causal} seq={seq}: max abs diff {e:.2e}");
         assert!(e <= 2e-5 && got.iter().all(|v| v.is_finite()), "{s:?}: {e}");
     }
-    let bad = AttnShape { t: 2, heads: 3, kv_heads: 2, hd: 4, causal: true, scale: 1.0 };
+    let bad = AttnShape { t: 2, heads: 3, kv_heads: 2, hd: 4, causal: true, scale: 1.0, seq: 0 };
     assert!(attention_reference(&bad, &[0.0; 2 * 28]).is_err());
+    let bad = AttnShape { t: 5, heads: 1, kv_heads: 1, hd: 4, causal: false, scale: 1.0, seq: 2 };
+    let e = attention_reference(&bad, &[0.0; 5 * 12]).unwrap_err().to_string();
+    assert!(e.contains("whole sequences"), "{e}");
+}
+
+#[test]
+fn batched_attention_equals_one_call_per_sequence() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(11);
+    let (seq, n, heads, hd) = (10, 3, 2, 8);
+    let s = AttnShape { t: seq * n, heads, kv_heads: heads, hd, causal: false, scale: 0.3, seq };
+    let qkv = rng.vec(s.t * s.qkv_width());
+    let got = block(attention_once(fk, &s, &qkv)).unwrap();
+    let one = AttnShape { t: seq, seq: 0, ..s };
+    for b in 0..n {
+        let part = &qkv[b * seq * s.qkv_width()..(b + 1) * seq * s.qkv_width()];
+        let want = attention_reference(&one, part).unwrap();
+        let e = max_abs_diff(&got[b * seq * heads * hd..(b + 1) * seq * heads * hd], &want);
+        assert!(e <= 2e-6, "sequence {b}: {e}");
+    }
+}
+
+#[test]
+fn permute_matches_twin_and_the_model_layouts() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(12);
+    // im2col of 2 tiles [3, 12, 12] with patch 4, one free leading row per tile (class token)
+    let (tiles, c, side, p) = (2, 3, 12, 4);
+    let g = side / p;
+    let px = rng.vec(tiles * c * side * side);
+    let plan = Permute::unfold_patches(tiles, c, side, p, 1).unwrap();
+    let rows = tiles * (1 + g * g);
+    let dst0 = vec![-7.0f32; rows * c * p * p];
+    let got = block(permute_once(fk, &plan, &px, &dst0)).unwrap();
+    let mut want = dst0.clone();
+    permute_reference(&plan, &px, &mut want).unwrap();
+    assert_eq!(got, want, "unfold: GPU vs twin");
+    // the twin against the definition: row (t, 1 + gy·g + gx), column (ch, i, j)
+    for t in 0..tiles {
+        assert!(want[t * (1 + g * g) * c * p * p..][..c * p * p].iter().all(|&v| v == -7.0), "lead row written");
+        for gy in 0..g {
+            for gx in 0..g {
+                for ch in 0..c {
+                    for i in 0..p {
+                        for j in 0..p {
+                            let r = t * (1 + g * g) + 1 + gy * g + gx;
+                            let col = (ch * p + i) * p + j;
+                            let v = px[((t * c + ch) * side + gy * p + i) * side + gx * p + j];
+                            assert_eq!(want[r * c * p * p + col], v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // pixel shuffle of 3 tiles of an 8×8 grid, scale 2, d = 5: equals the CPU model's
+    let (tiles, g, s, d) = (3, 8, 2, 5);
+    let x = rng.vec(tiles * g * g * d);
+    let plan = Permute::pixel_shuffle(tiles, g, s, d).unwrap();
+    let got = block(permute_once(fk, &plan, &x, &vec![0.0; x.len()])).unwrap();
+    let mut want = vec![0.0; x.len()];
+    permute_reference(&plan, &x, &mut want).unwrap();
+    assert_eq!(got, want, "pixel shuffle: GPU vs twin");
+    for t in 0..tiles {
+        let tile = candle_core::Tensor::from_slice(&x[t * g * g * d..(t + 1) * g * g * d], (g * g, d), &Device::Cpu).unwrap();
+        let model = latentlens::model::connector::pixel_shuffle(&tile, s).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(&want[t * g * g * d..(t + 1) * g * g * d], &model[..], "tile {t} vs connector::pixel_shuffle");
+    }
+
+    // rows: drop the first row of each of 2 layers and concatenate them along features
+    let (n, w) = (5, 3);
+    let a = rng.vec(n * w);
+    let mut cat = vec![0.0; (n - 1) * 2 * w];
+    for l in 0..2 {
+        let plan = Permute::rows(n - 1, w, (w, w), (l * w, 2 * w)).unwrap();
+        let got = block(permute_once(fk, &plan, &a, &cat)).unwrap();
+        permute_reference(&plan, &a, &mut cat).unwrap();
+        assert_eq!(got, cat);
+    }
+    assert_eq!(&cat[..2 * w], &[a[w], a[w + 1], a[w + 2], a[w], a[w + 1], a[w + 2]]);
+
+    // out of bounds and bad shapes are refused
+    let plan = Permute::rows(3, 4, (0, 4), (0, 4)).unwrap();
+    assert!(permute_reference(&plan, &[0.0; 11], &mut [0.0; 12]).unwrap_err().to_string().contains("reads up to element 12 of 11"));
+    assert!(Permute::new(&[(2, 1, 1); 9], 0, 0).is_err());
+    assert!(Permute::unfold_patches(1, 3, 10, 4, 0).is_err());
+    assert!(Permute::pixel_shuffle(1, 6, 4, 1).is_err());
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //!
 //! - [`wgsl`] (feature `gpu`): our own WGSL kernels on wgpu (WebGPU in the browser, Vulkan /
 //!   Metal / DX12 natively; lavapipe without a GPU). Same `HiddenStates` as the CPU path.
+//! - [`wgsl_vision`] (feature `gpu`): the VLM vision towers and connectors on the same kernels,
+//!   and `WgslVlm` (image features + the text decoder).
 
 #[cfg(feature = "gpu")]
 pub mod wgsl;
+#[cfg(feature = "gpu")]
+pub mod wgsl_vision;

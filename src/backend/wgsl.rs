@@ -82,7 +82,7 @@ pub struct HostTextWeights {
     pub norm: Vec<f32>,
 }
 
-fn gpu_err(e: GpuError) -> crate::Error {
+pub(crate) fn gpu_err(e: GpuError) -> crate::Error {
     crate::Error::Gpu(e)
 }
 
@@ -138,13 +138,14 @@ impl<R: Read + Seek> TensorSource for GgufSource<'_, R> {
     }
 }
 
-struct F32Source<'a> {
-    tensors: &'a HashMap<String, Tensor>,
-    what: &'a str,
+/// f32 tensors by HF name (shape-checked reads; shared with the vision loader).
+pub(crate) struct F32Source<'a> {
+    pub(crate) tensors: &'a HashMap<String, Tensor>,
+    pub(crate) what: &'a str,
 }
 
 impl F32Source<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> crate::Result<Vec<f32>> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> crate::Result<Vec<f32>> {
         let t = self
             .tensors
             .get(name)
@@ -363,6 +364,20 @@ impl std::fmt::Debug for WgslTextModel {
 enum Input<'a> {
     Ids(&'a [u32]),
     Embeds(&'a [f32]),
+    /// Token ids whose rows `rows` (increasing) take `feats` `[rows.len(), d]` instead.
+    Spliced { ids: &'a [u32], rows: &'a [usize], feats: &'a [f32] },
+}
+
+/// Runs of consecutive values in increasing `rows`: `(index of the run's first, first row, length)`.
+fn runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
+    let mut out: Vec<(usize, usize, usize)> = Vec::new();
+    for (k, &r) in rows.iter().enumerate() {
+        match out.last_mut() {
+            Some((_, r0, n)) if *r0 + *n == r => *n += 1,
+            _ => out.push((k, r, 1)),
+        }
+    }
+    out
 }
 
 impl WgslTextModel {
@@ -464,6 +479,22 @@ impl WgslTextModel {
         self.run(Input::Embeds(embeds), t).await
     }
 
+    /// Hidden states of every layer for token ids whose rows `rows` (strictly increasing) take
+    /// the embeddings `feats` `[rows.len(), d]` instead of their token's (a VLM's visual tokens
+    /// written over the image placeholders, as [`crate::model::vlm::Vlm::input_embeds`] does):
+    /// the lookup and the splice happen on the GPU.
+    pub async fn forward_ids_spliced(&self, ids: &[u32], rows: &[usize], feats: &[f32]) -> crate::Result<Vec<Vec<f32>>> {
+        self.embed.check_ids(ids).map_err(gpu_err)?;
+        let d = self.cfg.hidden_size;
+        if rows.len().checked_mul(d) != Some(feats.len()) {
+            return Err(ModelError::Input(format!("{} spliced rows need {} floats, got {}", rows.len(), rows.len() * d, feats.len())).into());
+        }
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|&r| r >= ids.len()) {
+            return Err(ModelError::Input(format!("spliced rows must increase and lie below {} tokens", ids.len())).into());
+        }
+        self.run(Input::Spliced { ids, rows, feats }, ids.len()).await
+    }
+
     /// [`WgslTextModel::forward_ids`] wrapped as [`HiddenStates`] (the CPU path's output).
     pub async fn hidden_states_ids(&self, ids: &[u32]) -> crate::Result<HiddenStates> {
         let layers = self.forward_ids(ids).await?;
@@ -523,12 +554,24 @@ impl WgslTextModel {
                 self.embed.record(fk, &mut enc, &p.ids, t, &p.x)?;
             }
             Input::Embeds(e) => queue.write_buffer(&p.x, 0, bytemuck::cast_slice(e)),
+            Input::Spliced { ids, rows, feats } => {
+                queue.write_buffer(&p.ids, 0, bytemuck::cast_slice(ids));
+                // staged in xn, which the first layer's norm overwrites after the splice
+                if !feats.is_empty() {
+                    queue.write_buffer(&p.xn, 0, bytemuck::cast_slice(feats));
+                }
+                self.embed.record(fk, &mut enc, &p.ids, t, &p.x)?;
+                let row_bytes = (d * 4) as u64;
+                for (k, r, n) in runs(rows) {
+                    enc.copy_buffer_to_buffer(&p.xn, k as u64 * row_bytes, &p.x, r as u64 * row_bytes, n as u64 * row_bytes);
+                }
+            }
         }
         let layer_bytes = (t * d * 4) as u64;
         enc.copy_buffer_to_buffer(&p.x, 0, &p.states, 0, layer_bytes);
         let dv = View::dense(d);
         let qkv_w = (h + 2 * kv) * hd;
-        let attn = AttnShape { t, heads: h, kv_heads: kv, hd, causal: true, scale: 1.0 / (hd as f32).sqrt() };
+        let attn = AttnShape { t, heads: h, kv_heads: kv, hd, causal: true, scale: 1.0 / (hd as f32).sqrt(), seq: 0 };
         for (i, l) in self.layers.iter().enumerate() {
             record_norm(fk, &mut enc, NormKind::Rms, eps, (&p.x, dv), t, d, &l.attn_norm, None, (&p.xn, dv))?;
             l.qkv.record(fk, &mut enc, &p.xn, dv, t, l.qkv_bias.as_ref(), &p.qkv, View::dense(qkv_w), false)?;

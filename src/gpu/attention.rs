@@ -1,5 +1,6 @@
 //! Scaled dot-product attention (`shaders/attention.wgsl`): grouped-query heads, causal (text)
-//! or bidirectional (vision), online softmax over key chunks; CPU twin [`attention_reference`].
+//! or bidirectional (vision), optionally over a batch of equal-length sequences (vision tiles),
+//! online softmax over key chunks; CPU twin [`attention_reference`].
 //!
 //! HF semantics (`eager_attention_forward`): `softmax(q kᵀ · scale + mask) v` per head, query
 //! head `h` using key/value head `h / (heads / kv_heads)` (`repeat_kv`).
@@ -22,7 +23,7 @@ pub struct AttnParams {
     pub out_stride: u32,
     pub causal: u32,
     pub scale: f32,
-    pub _pad0: u32,
+    pub seq: u32,
 }
 
 impl AttnParams {
@@ -39,7 +40,7 @@ impl AttnParams {
         ("out_stride", std::mem::offset_of!(AttnParams, out_stride)),
         ("causal", std::mem::offset_of!(AttnParams, causal)),
         ("scale", std::mem::offset_of!(AttnParams, scale)),
-        ("_pad0", std::mem::offset_of!(AttnParams, _pad0)),
+        ("seq", std::mem::offset_of!(AttnParams, seq)),
     ];
 }
 
@@ -54,6 +55,9 @@ pub struct AttnShape {
     pub causal: bool,
     /// Usually `1/sqrt(hd)`.
     pub scale: f32,
+    /// Rows per independent sequence (a batch of vision tiles: keys stay inside the block of
+    /// `seq` rows holding the query; `t` a multiple of it); 0 = one sequence of `t` rows.
+    pub seq: usize,
 }
 
 impl AttnShape {
@@ -71,6 +75,9 @@ impl AttnShape {
                 "{} query heads are not a multiple of {} key/value heads",
                 self.heads, self.kv_heads
             )));
+        }
+        if self.seq != 0 && self.t % self.seq != 0 {
+            return Err(GpuError::InvalidInput(format!("{} rows are not whole sequences of {}", self.t, self.seq)));
         }
         if self.hd > 256 {
             return Err(GpuError::InvalidInput(format!("head dim {} > 256 is not supported by attention.wgsl", self.hd)));
@@ -100,7 +107,7 @@ pub fn record_attention(
         out_stride: u32_of(s.heads * s.hd, "out width")?,
         causal: s.causal as u32,
         scale: s.scale,
-        _pad0: 0,
+        seq: u32_of(s.seq, "sequence length")?,
     };
     fk.dispatch(enc, FwdKernel::Attention, &params, &[qkv, out], (params.heads, params.t))
 }
@@ -130,14 +137,16 @@ pub fn attention_reference(s: &AttnShape, qkv: &[f32]) -> Result<Vec<f32>, GpuEr
     let (hd, g) = (s.hd, s.heads / s.kv_heads);
     let mut out = vec![0f32; s.t * s.heads * hd];
     let mut scores = vec![0f64; s.t];
+    let seq = if s.seq == 0 { s.t } else { s.seq };
     for h in 0..s.heads {
         let kvh = h / g;
         for t in 0..s.t {
             let q = &qkv[t * w + h * hd..t * w + (h + 1) * hd];
-            let nk = if s.causal { t + 1 } else { s.t };
+            let k0 = t / seq * seq;
+            let nk = if s.causal { t + 1 - k0 } else { seq };
             let mut mx = f64::NEG_INFINITY;
             for (j, sc) in scores.iter_mut().enumerate().take(nk) {
-                let kb = j * w + (s.heads + kvh) * hd;
+                let kb = (k0 + j) * w + (s.heads + kvh) * hd;
                 let dot: f64 = q.iter().zip(&qkv[kb..kb + hd]).map(|(a, b)| *a as f64 * *b as f64).sum();
                 *sc = dot * s.scale as f64;
                 mx = mx.max(*sc);
@@ -150,7 +159,7 @@ pub fn attention_reference(s: &AttnShape, qkv: &[f32]) -> Result<Vec<f32>, GpuEr
             for c in 0..hd {
                 let mut acc = 0f64;
                 for (j, p) in scores.iter().enumerate().take(nk) {
-                    acc += p * qkv[j * w + (s.heads + s.kv_heads + kvh) * hd + c] as f64;
+                    acc += p * qkv[(k0 + j) * w + (s.heads + s.kv_heads + kvh) * hd + c] as f64;
                 }
                 out[t * s.heads * hd + h * hd + c] = (acc / sum) as f32;
             }

@@ -5,7 +5,8 @@
 //! shader, tiled in workgroup memory), [`norm`](super::norm) (RMSNorm, LayerNorm),
 //! [`rope`](super::rope) (HF `rotate_half`), [`attention`](super::attention) (causal or
 //! bidirectional, grouped-query, online softmax), [`swiglu`](super::swiglu),
-//! [`gelu`](super::gelu) (tanh, erf, quick), [`add`](super::add), [`embed`](super::embed).
+//! [`gelu`](super::gelu) (tanh, erf, quick), [`add`](super::add), [`embed`](super::embed),
+//! [`permute`](super::permute) (strided copies: patch unfolding, pixel shuffle, row picking).
 //! Every host records into a caller's `CommandEncoder`, so a whole model forward is one
 //! submission; the `*_once` helpers upload, run one kernel and read back (tests, small jobs).
 //!
@@ -33,11 +34,12 @@ pub enum FwdKernel {
     Gelu,
     Add,
     Embed,
+    Permute,
 }
 
 impl FwdKernel {
     /// All forward kernels.
-    pub const ALL: [FwdKernel; 8] = [
+    pub const ALL: [FwdKernel; 9] = [
         FwdKernel::Matmul,
         FwdKernel::Norm,
         FwdKernel::Rope,
@@ -46,6 +48,7 @@ impl FwdKernel {
         FwdKernel::Gelu,
         FwdKernel::Add,
         FwdKernel::Embed,
+        FwdKernel::Permute,
     ];
 
     /// File name in `shaders/`.
@@ -59,6 +62,7 @@ impl FwdKernel {
             FwdKernel::Gelu => "gelu.wgsl",
             FwdKernel::Add => "add.wgsl",
             FwdKernel::Embed => "embed.wgsl",
+            FwdKernel::Permute => "permute.wgsl",
         }
     }
 
@@ -72,6 +76,7 @@ impl FwdKernel {
             FwdKernel::Gelu => include_str!("../../shaders/gelu.wgsl"),
             FwdKernel::Add => include_str!("../../shaders/add.wgsl"),
             FwdKernel::Embed => include_str!("../../shaders/embed.wgsl"),
+            FwdKernel::Permute => include_str!("../../shaders/permute.wgsl"),
         }
     }
 
@@ -104,6 +109,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets
         ("gelu.wgsl", "GeluParams", size_of::<super::gelu::GeluParams>(), super::gelu::GeluParams::FIELDS),
         ("add.wgsl", "AddParams", size_of::<super::add::AddParams>(), super::add::AddParams::FIELDS),
         ("embed.wgsl", "EmbedParams", size_of::<super::embed::EmbedParams>(), super::embed::EmbedParams::FIELDS),
+        ("permute.wgsl", "PermuteParams", size_of::<super::permute::PermuteParams>(), super::permute::PermuteParams::FIELDS),
     ]
 }
 

@@ -12,8 +12,8 @@
 //! - [`search`]: the high-level [`GpuSearch`] / [`GpuExactSearch`] that keep a layer on the GPU.
 //!
 //! Model-forward kernels (matmul with quantised weights, norms, RoPE, attention, activations,
-//! embedding lookup) live in [`forward`] and the files it lists; the WGSL text-model forward
-//! built from them is `crate::backend::wgsl`.
+//! embedding lookup, strided copies) live in [`forward`] and the files it lists; the WGSL forwards
+//! built from them are `crate::backend::wgsl` (text) and `crate::backend::wgsl_vision` (vision).
 //!
 //! Data layout and the top-k order follow CONTRACT (search data layout): score is
 //! `Σ_j LUT[j][code[j]]`; higher score first, then lower row, then lower layer tag; NaN never
@@ -34,6 +34,7 @@ pub mod forward;
 pub mod gelu;
 pub mod matmul;
 pub mod norm;
+pub mod permute;
 pub mod quant;
 pub mod rope;
 pub mod swiglu;

@@ -219,56 +219,19 @@ impl Vlm {
             Ok(Tensor::from_slice(px, (3, s_h, s_w), &dev)?)
         };
         let mut feats = Vec::new();
-        let mut geo = Vec::new();
-        match &self.model {
+        let geo = match &self.model {
             VlmModel::Llava(m) => {
-                if pre.num_tiles() != 1 {
-                    return Err(ModelError::Input(format!("LLaVA takes one tile, got {}", pre.num_tiles())));
-                }
-                let f = m.image_features(&tile_tensor(0)?)?;
-                let g = m.cfg.vision.grid();
-                let p = m.cfg.vision.patch_size as f64;
-                let t = pre.tiles[0];
-                for k in 0..f.dim(0)? {
-                    geo.push(match m.cfg.token_patch(k) {
-                        Some(patch) => {
-                            let (r, c) = ((patch / g) as f64, (patch % g) as f64);
-                            PatchGeometry {
-                                tile: 0,
-                                row: (patch / g) as u32,
-                                col: (patch % g) as u32,
-                                rect: t.rect(c * p, r * p, (c + 1.0) * p, (r + 1.0) * p, pre.original),
-                            }
-                        }
-                        None => PatchGeometry {
-                            tile: 0,
-                            row: u32::MAX,
-                            col: u32::MAX,
-                            rect: t.rect(0.0, 0.0, s_w as f64, s_h as f64, pre.original),
-                        },
-                    });
-                }
-                feats.push(f);
+                let geo = llava_patch_geometry(&m.cfg, pre)?;
+                feats.push(m.image_features(&tile_tensor(0)?)?);
+                geo
             }
             VlmModel::Idefics3(m) => {
-                let side = m.cfg.vision.grid() / m.cfg.scale_factor;
-                let span = (m.cfg.vision.patch_size * m.cfg.scale_factor) as f64;
-                for (ti, t) in pre.tiles.iter().enumerate() {
+                for ti in 0..pre.num_tiles() {
                     feats.push(m.tile_features(&tile_tensor(ti)?)?);
-                    for r in 0..side {
-                        for c in 0..side {
-                            let (rf, cf) = (r as f64, c as f64);
-                            geo.push(PatchGeometry {
-                                tile: ti as u32,
-                                row: r as u32,
-                                col: c as u32,
-                                rect: t.rect(cf * span, rf * span, (cf + 1.0) * span, (rf + 1.0) * span, pre.original),
-                            });
-                        }
-                    }
                 }
+                idefics3_patch_geometry(&m.cfg, pre)
             }
-        }
+        };
         Ok((Tensor::cat(&feats, 0)?, geo))
     }
 
@@ -322,6 +285,55 @@ impl Vlm {
         let img = decode(bytes)?;
         Ok(self.hidden_states(&img, prompt)?)
     }
+}
+
+/// Geometry of each visual token of a LLaVA image (one tile), in feature order: the patch's
+/// rectangle, or the whole tile for CLIP's class token (kept by `"full"`; row and column
+/// `u32::MAX`).
+pub fn llava_patch_geometry(cfg: &LlavaConfig, pre: &Preprocessed) -> Result<Vec<PatchGeometry>, ModelError> {
+    if pre.num_tiles() != 1 {
+        return Err(ModelError::Input(format!("LLaVA takes one tile, got {}", pre.num_tiles())));
+    }
+    let (s_h, s_w) = (pre.height as f64, pre.width as f64);
+    let g = cfg.vision.grid();
+    let p = cfg.vision.patch_size as f64;
+    let t = pre.tiles[0];
+    Ok((0..cfg.tokens_per_image())
+        .map(|k| match cfg.token_patch(k) {
+            Some(patch) => {
+                let (r, c) = ((patch / g) as f64, (patch % g) as f64);
+                PatchGeometry {
+                    tile: 0,
+                    row: (patch / g) as u32,
+                    col: (patch % g) as u32,
+                    rect: t.rect(c * p, r * p, (c + 1.0) * p, (r + 1.0) * p, pre.original),
+                }
+            }
+            None => PatchGeometry { tile: 0, row: u32::MAX, col: u32::MAX, rect: t.rect(0.0, 0.0, s_w, s_h, pre.original) },
+        })
+        .collect())
+}
+
+/// Geometry of each visual token of an Idefics3 image: tiles in processor order, each tile's
+/// `(g/s) × (g/s)` tokens row-major.
+pub fn idefics3_patch_geometry(cfg: &Idefics3Config, pre: &Preprocessed) -> Vec<PatchGeometry> {
+    let side = cfg.vision.grid() / cfg.scale_factor;
+    let span = (cfg.vision.patch_size * cfg.scale_factor) as f64;
+    let mut geo = Vec::with_capacity(pre.num_tiles() * side * side);
+    for (ti, t) in pre.tiles.iter().enumerate() {
+        for r in 0..side {
+            for c in 0..side {
+                let (rf, cf) = (r as f64, c as f64);
+                geo.push(PatchGeometry {
+                    tile: ti as u32,
+                    row: r as u32,
+                    col: c as u32,
+                    rect: t.rect(cf * span, rf * span, (cf + 1.0) * span, (rf + 1.0) * span, pre.original),
+                });
+            }
+        }
+    }
+    geo
 }
 
 fn image_to_model(e: ImageError) -> ModelError {

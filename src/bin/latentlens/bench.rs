@@ -14,7 +14,8 @@ enum Which {
     Model(crate::bench_model::Args),
     /// Bank extraction tokens/s vs PyTorch, then quantisation (see bench_bank.rs).
     Bank(crate::bench_bank::Args),
-    /// SmolLM2 forward on our WGSL kernels vs our CPU path (see bench_wgsl.rs).
+    /// SmolLM2 forward and a VLM's vision + full forward on our WGSL kernels vs our CPU path
+    /// (see bench_wgsl.rs).
     Wgsl(crate::bench_wgsl::Args),
 }
 

@@ -1,7 +1,10 @@
 //! `latentlens bench wgsl`: SmolLM2-135M (Q4_1 GGUF) forward returning all 31 hidden states,
 //! our WGSL kernels on wgpu (`latentlens::backend::wgsl`) vs our candle CPU path
-//! (`LoadedTextModel`, f32), same token ids, same machine, same run. Prints a table and ends
-//! with one JSON line `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …}`.
+//! (`LoadedTextModel`, f32), same token ids, same machine, same run. Then a vision line: a VLM
+//! directory (`--vlm`, default the tiny SmolVLM fixture) on one image, image features (vision
+//! tower + connector, every tile) and the full hidden states, `latentlens::backend::wgsl_vision`
+//! vs `latentlens::model::vlm::Vlm`. Prints a table and ends with one JSON line
+//! `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …, vision: {…}}`.
 //!
 //! On a machine without a GPU the adapter is lavapipe (software Vulkan on the CPU): the ratio
 //! is reported, not judged. On a real GPU the achieved weight-read rate (projection bytes per
@@ -13,6 +16,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use latentlens::backend::wgsl::{HostTextWeights, LoadOptions, WgslTextModel};
+use latentlens::backend::wgsl_vision::{HostVlmWeights, WgslVlm};
 use latentlens::gpu::forward::ForwardKernels;
 use latentlens::gpu::{GpuContext, GpuOptions};
 use latentlens::model::LoadedTextModel;
@@ -31,6 +35,88 @@ pub struct Args {
     /// Timed repetitions per path (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// HF VLM directory for the vision line (default: tests/fixtures/tiny/smolvlm_llama).
+    #[arg(long)]
+    vlm: Option<PathBuf>,
+    /// Image for the vision line (default: `image.png` in the VLM directory).
+    #[arg(long)]
+    image: Option<PathBuf>,
+}
+
+/// (min per-row cosine, max abs error) of two row-major matrices of width `d`.
+fn compare(a: &[f32], b: &[f32], d: usize) -> (f64, f32) {
+    let mut min_cos = if a.len() == b.len() { 1f64 } else { f64::NAN };
+    let mut max_abs = 0f32;
+    for (x, y) in a.chunks_exact(d).zip(b.chunks_exact(d)) {
+        min_cos = min_cos.min(cosine(x, y));
+        max_abs = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(max_abs, f32::max);
+    }
+    (min_cos, max_abs)
+}
+
+/// The vision line: image features and full hidden states, WGSL vs CPU, on one image.
+fn vision(fk: &ForwardKernels, dir: &std::path::Path, image: &std::path::Path, reps: usize) -> anyhow::Result<serde_json::Value> {
+    let cpu = latentlens::model::vlm::load_vlm(dir).with_context(|| format!("loading {}", dir.display()))?;
+    let gpu = WgslVlm::new(fk, &HostVlmWeights::load(dir)?)?;
+    let bytes = std::fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let pre = cpu.preprocess(&latentlens::image::decode(&bytes)?)?;
+    let ids = cpu.tokenizer.encode(&cpu.expand_prompt(cpu.default_prompt(), &pre)?)?;
+    let (mut gf, mut cf, mut gh, mut ch) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    for rep in 0..=reps {
+        let t = Instant::now();
+        let (g_feats, _) = gpu.image_features_blocking(&pre)?;
+        let a = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let (c_feats, _) = cpu.image_features(&pre)?;
+        let b = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let g_hs = gpu.forward_blocking(&ids, &pre)?;
+        let c2 = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let c_hs = cpu.forward(&ids, &pre)?;
+        let d2 = t.elapsed().as_secs_f64() * 1e3;
+        if rep > 0 {
+            gf.push(a);
+            cf.push(b);
+            gh.push(c2);
+            ch.push(d2);
+        }
+        last = Some((g_feats, c_feats, g_hs, c_hs));
+    }
+    let (g_feats, c_feats, g_hs, c_hs) = last.context("no run")?;
+    let c_feats = c_feats.flatten_all()?.to_vec1::<f32>()?;
+    let d = g_hs.hidden_size;
+    let (f_cos, f_abs) = compare(&g_feats, &c_feats, d);
+    let (mut h_cos, mut h_abs) = (1f64, 0f32);
+    for (a, b) in g_hs.layers.iter().zip(&c_hs.layers) {
+        let (c, m) = compare(a, b, d);
+        h_cos = h_cos.min(c);
+        h_abs = h_abs.max(m);
+    }
+    let (gf, cf, gh, ch) = (median(gf), median(cf), median(gh), median(ch));
+    println!();
+    println!("vision: {} ({} tile(s) of {}x{}, {} visual tokens, {} tokens in all)", dir.display(), pre.num_tiles(), pre.width, pre.height, g_hs.visual_rows.len(), ids.len());
+    println!("{:<40} {:>12} {:>12}", "path", "features ms", "forward ms");
+    println!("{:<40} {:>12.1} {:>12.1}", "ours WGSL (WgslVlm)", gf, gh);
+    println!("{:<40} {:>12.1} {:>12.1}", "ours CPU (Vlm, candle f32)", cf, ch);
+    println!("features: WGSL / CPU {:.2}×, min cosine {f_cos:.7}, max abs err {f_abs:.3e}; hidden states: WGSL / CPU {:.2}×, min cosine {h_cos:.7}, max abs err {h_abs:.3e}", gf / cf, gh / ch);
+    Ok(serde_json::json!({
+        "vlm": dir.display().to_string(),
+        "tiles": pre.num_tiles(),
+        "visual_tokens": g_hs.visual_rows.len(),
+        "tokens": ids.len(),
+        "ours_wgsl_features_ms": (gf * 10.0).round() / 10.0,
+        "cpu_features_ms": (cf * 10.0).round() / 10.0,
+        "features_wgsl_over_cpu": (gf / cf * 1000.0).round() / 1000.0,
+        "ours_wgsl_forward_ms": (gh * 10.0).round() / 10.0,
+        "cpu_forward_ms": (ch * 10.0).round() / 10.0,
+        "forward_wgsl_over_cpu": (gh / ch * 1000.0).round() / 1000.0,
+        "features_min_cosine": f_cos,
+        "features_max_abs_err": f_abs,
+        "hidden_min_cosine": h_cos,
+        "hidden_max_abs_err": h_abs,
+    }))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -111,6 +197,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("{:<28} {:>12.1}", "ours WGSL (wgpu)", gm);
     println!("{:<28} {:>12.1}", "ours CPU (candle, f32)", cm);
     println!("WGSL / CPU time: {:.2}×; weight reads {gbps:.2} GB/s; all {} states × {} tokens: min cosine {min_cos:.7}, max abs err {max_abs:.3e}", gm / cm, c.num_layers(), c.num_tokens());
+    let vlm_dir = args.vlm.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/smolvlm_llama"));
+    let image = args.image.unwrap_or_else(|| vlm_dir.join("image.png"));
+    let vision = vision(&fk, &vlm_dir, &image, args.reps)?;
     let json = serde_json::json!({
         "device": device,
         "tokens": ids.len(),
@@ -120,6 +209,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "min_cosine": min_cos,
         "max_abs_err": max_abs,
         "weight_gb_per_s": (gbps * 100.0).round() / 100.0,
+        "vision": vision,
     });
     println!("{json}");
     Ok(())

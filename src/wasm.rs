@@ -15,10 +15,11 @@
 //! kept in the browser's Cache API so a reload downloads nothing).
 //!
 //! Compute: CPU (wasm) by default; [`Inspector::enable_gpu`], when the browser
-//! has a WebGPU adapter, uploads the LLM's decoder to the WGSL forward kernels
-//! ([`WgslTextModel`]: every layer's hidden states of [`Inspector::run_image`]
-//! are computed there; the vision tower and connector stay on the CPU) and
-//! every bank layer to the WGSL search kernels ([`GpuPqLayer`]).
+//! has a WebGPU adapter, uploads the model to the WGSL forward kernels (an HF
+//! VLM whole: [`WgslVlm`]; the controlled VLM's LLM decoder: [`WgslTextModel`],
+//! its EfficientNet stays on the CPU): every layer's hidden states of
+//! [`Inspector::run_image`] are computed there. It also uploads every bank
+//! layer to the WGSL search kernels ([`GpuPqLayer`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,13 +36,14 @@ use crate::bank::BankReader;
 use crate::fetch::model_files::controlled_parts;
 use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
 use crate::backend::wgsl::{HostTextWeights, WgslTextModel};
+use crate::backend::wgsl_vision::{HostVlmWeights, WgslVlm};
 use crate::gpu::forward::ForwardKernels;
 use crate::gpu::GpuContext;
 use crate::search::{merge_layers, GpuPqLayer, Hit};
 use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::controlled::ControlledVlm;
-use crate::model::vlm::{text_weights_prefix, Vlm};
+use crate::model::vlm::Vlm;
 use crate::model::{gguf, AnyVlm, LoadedTextModel};
 use crate::model::weights::{load_safetensors_bytes, Weights};
 use crate::model::HiddenStates;
@@ -374,8 +376,8 @@ struct State {
     gpu_notice: String,
     /// Where the LLM's decoder is uploaded to the WGSL forward kernels from.
     gpu_source: GpuSource,
-    /// The LLM decoder on the WGSL forward kernels, after a successful `enableGpu`.
-    gpu_text: Option<Rc<WgslTextModel>>,
+    /// The model on the WGSL forward kernels, after a successful `enableGpu`.
+    gpu_model: Option<GpuModel>,
     /// Why the model forward is not on the GPU.
     model_notice: String,
     image: Option<Rc<ImageRun>>,
@@ -435,7 +437,7 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
     }
     let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
-    new_inspector(name, AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(w))
+    new_inspector(name, AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(config, w))
 }
 
 /// Builds an [`Inspector`] for the controlled VLM from its three weight files.
@@ -451,8 +453,17 @@ fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text_gguf: Vec<
 /// Where the WGSL decoder's weights come from: the HF checkpoint's tensors (sharing storage
 /// with the CPU model's) or the GGUF file's bytes.
 enum GpuSource {
-    Weights(Weights),
+    /// The parsed `config.json` and the checkpoint's tensors.
+    Weights(Value, Weights),
     Gguf(Vec<u8>),
+}
+
+/// What runs on the WGSL kernels: a whole HF VLM (vision tower, connector, decoder) or the
+/// LLM decoder alone (the controlled VLM: its EfficientNet runs on the CPU).
+#[derive(Clone)]
+enum GpuModel {
+    Vlm(Rc<WgslVlm>),
+    Text(Rc<WgslTextModel>),
 }
 
 fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource) -> Result<Inspector, JsValue> {
@@ -468,7 +479,7 @@ fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource) -> Result<Inspe
         gpu_bank: None,
         gpu_notice: "search runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
         gpu_source,
-        gpu_text: None,
+        gpu_model: None,
         model_notice: "the model runs on the CPU (WebAssembly): call enableGpu() to use WebGPU".to_string(),
         image: None,
         cache: HashMap::new(),
@@ -630,7 +641,7 @@ impl Inspector {
     pub fn disable_gpu(&self) {
         let mut s = self.state.borrow_mut();
         s.gpu_bank = None;
-        s.gpu_text = None;
+        s.gpu_model = None;
         s.gpu_ctx = None;
         s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
         s.model_notice = "the model runs on the CPU (WebAssembly): WebGPU switched off".to_string();
@@ -659,27 +670,49 @@ impl Inspector {
         future_to_promise(async move {
             let img = crate::image::decode(&bytes).map_err(|e| domain_error(e.into()))?;
             let (width, height) = (img.width, img.height);
-            let (input, tiles, gpu) = {
-                let s = state.borrow();
-                let (input, tiles) = s.vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
-                (input, tiles as u32, s.gpu_text.clone())
-            };
-            let mut layers = None;
-            if let Some(gpu) = gpu {
-                match gpu.forward_embeds(&input.embeds, input.num_tokens()).await {
-                    Ok(l) => layers = Some(l),
-                    Err(e) => {
-                        let mut s = state.borrow_mut();
-                        s.gpu_text = None;
-                        s.model_notice = format!("the model runs on the CPU (WebAssembly): the WebGPU forward failed: {e}");
+            let gpu = state.borrow().gpu_model.clone();
+            let on_gpu = match gpu {
+                Some(GpuModel::Vlm(g)) => {
+                    let prepared = {
+                        let s = state.borrow();
+                        match &s.vlm {
+                            AnyVlm::Hf(v) => Some(v.prepare(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?),
+                            AnyVlm::Controlled(_) => None,
+                        }
+                    };
+                    match prepared {
+                        Some((ids, pre)) => match g.forward(&ids, &pre).await {
+                            Ok(hs) => Some((hs, pre.num_tiles() as u32)),
+                            Err(e) => {
+                                gpu_failed(&state, &e);
+                                None
+                            }
+                        },
+                        None => None,
                     }
                 }
-            }
-            let layers = match layers {
-                Some(l) => l,
-                None => state.borrow().vlm.decode_cpu(&input).map_err(|e| domain_error(e.into()))?,
+                Some(GpuModel::Text(g)) => {
+                    let (input, tiles) = state.borrow().vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
+                    match g.forward_embeds(&input.embeds, input.num_tokens()).await {
+                        Ok(layers) => Some((input.into_hidden_states(layers), tiles as u32)),
+                        Err(e) => {
+                            gpu_failed(&state, &e);
+                            None
+                        }
+                    }
+                }
+                None => None,
             };
-            let run = ImageRun { hs: input.into_hidden_states(layers), width, height, tiles };
+            let (hs, tiles) = match on_gpu {
+                Some(r) => r,
+                None => {
+                    let s = state.borrow();
+                    let (input, tiles) = s.vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
+                    let layers = s.vlm.decode_cpu(&input).map_err(|e| domain_error(e.into()))?;
+                    (input.into_hidden_states(layers), tiles as u32)
+                }
+            };
+            let run = ImageRun { hs, width, height, tiles };
             let info = image_info(&run);
             let mut s = state.borrow_mut();
             s.image = Some(Rc::new(run));
@@ -766,7 +799,7 @@ impl Inspector {
 fn backend_json(s: &State) -> Value {
     let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
     json!({
-        "model": if s.gpu_text.is_some() { "webgpu" } else { "cpu" },
+        "model": if s.gpu_model.is_some() { "webgpu" } else { "cpu" },
         "modelNotice": s.model_notice,
         "search": if on_gpu { "webgpu" } else { "cpu" },
         "notice": s.gpu_notice,
@@ -776,33 +809,45 @@ fn backend_json(s: &State) -> Value {
 /// Uploads the LLM's decoder to the WGSL forward kernels (once; needs `gpu_ctx`).
 /// `Err` says why the model stays on the CPU.
 async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
+    enum Host {
+        Vlm(HostVlmWeights),
+        Text(HostTextWeights),
+    }
     let (ctx, host) = {
         let s = state.borrow();
-        if s.gpu_text.is_some() {
+        if s.gpu_model.is_some() {
             return Ok(());
         }
         let Some(ctx) = s.gpu_ctx.clone() else { return Err("no WebGPU adapter".into()) };
         let host = match &s.gpu_source {
-            GpuSource::Weights(w) => {
-                let prefix = text_weights_prefix(w.tensors.keys())
-                    .ok_or_else(|| "the language model's tensors were not found in the checkpoint".to_string())?;
-                let cfg = s.vlm.text_model().config().clone();
-                HostTextWeights::from_weights(&cfg, w, &prefix, &s.name).map_err(|e| e.to_string())?
-            }
+            GpuSource::Weights(config, w) => Host::Vlm(HostVlmWeights::from_weights(config, w, &s.name).map_err(|e| e.to_string())?),
             GpuSource::Gguf(bytes) => {
                 let mut r = std::io::Cursor::new(bytes.as_slice());
                 let content = gguf::read_content(&mut r, "LLM GGUF").map_err(|e| e.to_string())?;
-                HostTextWeights::from_gguf(&content, &mut r, "LLM GGUF", &Default::default()).map_err(|e| e.to_string())?
+                Host::Text(HostTextWeights::from_gguf(&content, &mut r, "LLM GGUF", &Default::default()).map_err(|e| e.to_string())?)
             }
         };
         (ctx, host)
     };
     let fk = ForwardKernels::new(&ctx).await.map_err(|e| e.to_string())?;
-    let model = WgslTextModel::new(&fk, &host).map_err(|e| e.to_string())?;
+    let (model, what) = match host {
+        Host::Vlm(h) => (GpuModel::Vlm(Rc::new(WgslVlm::new(&fk, &h).map_err(|e| e.to_string())?)), "the whole model runs"),
+        Host::Text(h) => (
+            GpuModel::Text(Rc::new(WgslTextModel::new(&fk, &h).map_err(|e| e.to_string())?)),
+            "the LLM runs (the vision encoder on the CPU)",
+        ),
+    };
     let mut s = state.borrow_mut();
-    s.model_notice = format!("the LLM runs on WebGPU ({}), the vision tower on the CPU", ctx.adapter_info().name);
-    s.gpu_text = Some(Rc::new(model));
+    s.model_notice = format!("{what} on WebGPU ({})", ctx.adapter_info().name);
+    s.gpu_model = Some(model);
     Ok(())
+}
+
+/// The WGSL forward failed: back to the CPU for this and later images, saying why.
+fn gpu_failed(state: &Rc<RefCell<State>>, e: &crate::Error) {
+    let mut s = state.borrow_mut();
+    s.gpu_model = None;
+    s.model_notice = format!("the model runs on the CPU (WebAssembly): the WebGPU forward failed: {e}");
 }
 
 fn bank_info(lens: &LatentLens, name: &str) -> Value {

@@ -13,8 +13,7 @@ use super::vlm::{Vlm, VlmInput, VlmModel};
 use super::{HiddenStates, ModelError};
 use crate::image::RgbImage;
 
-/// Prompt used when none is given (HF models; the controlled VLM has a fixed one).
-pub const DEFAULT_PROMPT: &str = "Describe this image.";
+pub use super::vlm::DEFAULT_PROMPT;
 
 /// An HF VLM or the controlled VLM.
 #[derive(Debug, Clone)]
@@ -80,11 +79,7 @@ impl AnyVlm {
     pub fn input(&self, image: &RgbImage, prompt: Option<&str>) -> Result<(VlmInput, usize), ModelError> {
         match self {
             AnyVlm::Hf(v) => {
-                let prompt = prompt.unwrap_or(DEFAULT_PROMPT);
-                let prompt = if prompt.contains("<image>") { prompt.to_string() } else { format!("<image>{prompt}") };
-                let pre = v.preprocess(image)?;
-                let text = v.expand_prompt(&prompt, &pre)?;
-                let ids = v.tokenizer.encode(&text)?;
+                let (ids, pre) = v.prepare(image, prompt)?;
                 Ok((v.input_embeds(&ids, &pre)?, pre.num_tiles()))
             }
             AnyVlm::Controlled(c) => Ok((c.input(image)?, 1)),

@@ -22,6 +22,9 @@ use super::llava::{Llava, LlavaConfig};
 use super::tokenizer::Tokenizer;
 use super::weights::load_safetensors_dir;
 use super::ModelError;
+
+/// Prompt used when none is given (after the `<image>` placeholder).
+pub const DEFAULT_PROMPT: &str = "Describe this image.";
 use crate::image::{decode, ImageError, Preprocessed, Processor, RgbImage};
 
 /// The image placeholder string of both families' processors.
@@ -233,6 +236,17 @@ impl Vlm {
             }
         };
         Ok((Tensor::cat(&feats, 0)?, geo))
+    }
+
+    /// Token ids (placeholders expanded) and the preprocessed image for `image` and `prompt`
+    /// (an `<image>` placeholder is prepended when missing; [`DEFAULT_PROMPT`] when `None`).
+    pub fn prepare(&self, image: &RgbImage, prompt: Option<&str>) -> Result<(Vec<u32>, Preprocessed), ModelError> {
+        let prompt = prompt.unwrap_or(DEFAULT_PROMPT);
+        let prompt = if prompt.contains("<image>") { prompt.to_string() } else { format!("<image>{prompt}") };
+        let pre = self.preprocess(image)?;
+        let text = self.expand_prompt(&prompt, &pre)?;
+        let ids = self.tokenizer.encode(&text)?;
+        Ok((ids, pre))
     }
 
     /// The LLM's input for token ids `ids` (placeholders expanded) and a preprocessed image:

@@ -831,14 +831,17 @@ async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
     };
     let fk = ForwardKernels::new(&ctx).await.map_err(|e| e.to_string())?;
     let (model, what) = match host {
-        Host::Vlm(h) => (GpuModel::Vlm(Rc::new(WgslVlm::new(&fk, &h).map_err(|e| e.to_string())?)), "the whole model runs"),
+        Host::Vlm(h) => (GpuModel::Vlm(Rc::new(WgslVlm::new(&fk, &h).map_err(|e| e.to_string())?)), ""),
         Host::Text(h) => (
             GpuModel::Text(Rc::new(WgslTextModel::new(&fk, &h).map_err(|e| e.to_string())?)),
-            "the LLM runs (the vision encoder on the CPU)",
+            "; the vision encoder runs on the CPU",
         ),
     };
+    let name = &ctx.adapter_info().name;
+    let adapter = if name.is_empty() { String::new() } else { format!(" ({name})") };
+    let scope = if what.is_empty() { "the whole model" } else { "the LLM" };
     let mut s = state.borrow_mut();
-    s.model_notice = format!("{what} on WebGPU ({})", ctx.adapter_info().name);
+    s.model_notice = format!("{scope} runs on WebGPU{adapter}{what}");
     s.gpu_model = Some(model);
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! rows; each part writes the tokens whose id falls in it.
 
 use super::forward::{u32_of, ForwardKernels, FwdKernel};
+use super::matmul::{upload_row_parts, Part};
 use super::quant::{HostMatrix, WeightFormat};
 use super::{FieldOffsets, GpuError};
 
@@ -34,14 +35,6 @@ impl EmbedParams {
     ];
 }
 
-#[derive(Debug)]
-struct Part {
-    row0: usize,
-    rows: usize,
-    q: wgpu::Buffer,
-    s: wgpu::Buffer,
-}
-
 /// An embedding table `[vocab, d]` on the GPU.
 #[derive(Debug)]
 pub struct GpuEmbedding {
@@ -57,22 +50,7 @@ pub struct GpuEmbedding {
 impl GpuEmbedding {
     /// Upload `m` (`[vocab, d]`), split into row ranges within the binding limit.
     pub fn upload(fk: &ForwardKernels, m: &HostMatrix) -> Result<Self, GpuError> {
-        let max = fk.context().max_binding_bytes();
-        let row_bytes = m.row_bytes().max(4);
-        let rows_per_part = (max / row_bytes) as usize;
-        if rows_per_part == 0 {
-            return Err(GpuError::LimitTooSmall { limit: "max_storage_buffer_binding_size", need: row_bytes, have: max });
-        }
-        let (wq, ws) = (m.format.words_per_row(m.k), m.format.scales_per_row(m.k));
-        let mut parts = Vec::new();
-        let mut row0 = 0;
-        while row0 < m.n {
-            let rows = rows_per_part.min(m.n - row0);
-            let q = fk.upload_words("embedding", &m.q[row0 * wq..(row0 + rows) * wq])?;
-            let s = fk.upload_words("embedding scales", &m.s[row0 * ws..(row0 + rows) * ws])?;
-            parts.push(Part { row0, rows, q, s });
-            row0 += rows;
-        }
+        let parts = upload_row_parts(fk, m, ["embedding", "embedding scales"])?;
         Ok(GpuEmbedding { vocab: m.n, d: m.k, format: m.format, parts })
     }
 

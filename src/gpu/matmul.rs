@@ -65,11 +65,33 @@ impl View {
 
 /// One row range of a weight matrix on the GPU.
 #[derive(Debug)]
-struct Part {
-    row0: usize,
-    rows: usize,
-    q: wgpu::Buffer,
-    s: wgpu::Buffer,
+pub(crate) struct Part {
+    pub(crate) row0: usize,
+    pub(crate) rows: usize,
+    pub(crate) q: wgpu::Buffer,
+    pub(crate) s: wgpu::Buffer,
+}
+
+/// Uploads `m` split into row ranges of at most the binding limit each (`what` labels the
+/// buffers); a single row wider than the limit is refused, naming it.
+pub(crate) fn upload_row_parts(fk: &ForwardKernels, m: &HostMatrix, what: [&'static str; 2]) -> Result<Vec<Part>, GpuError> {
+    let max = fk.context().max_binding_bytes();
+    let row_bytes = m.row_bytes().max(4);
+    let rows_per_part = (max / row_bytes) as usize;
+    if rows_per_part == 0 {
+        return Err(GpuError::LimitTooSmall { limit: "max_storage_buffer_binding_size", need: row_bytes, have: max });
+    }
+    let (wq, ws) = (m.format.words_per_row(m.k), m.format.scales_per_row(m.k));
+    let mut parts = Vec::new();
+    let mut row0 = 0;
+    while row0 < m.n {
+        let rows = rows_per_part.min(m.n - row0);
+        let q = fk.upload_words(what[0], &m.q[row0 * wq..(row0 + rows) * wq])?;
+        let s = fk.upload_words(what[1], &m.s[row0 * ws..(row0 + rows) * ws])?;
+        parts.push(Part { row0, rows, q, s });
+        row0 += rows;
+    }
+    Ok(parts)
 }
 
 /// A weight matrix uploaded once (split by rows to fit the binding limit).
@@ -87,22 +109,7 @@ pub struct GpuMatrix {
 impl GpuMatrix {
     /// Upload `m`, split into row ranges of at most the binding limit each.
     pub fn upload(fk: &ForwardKernels, m: &HostMatrix) -> Result<Self, GpuError> {
-        let max = fk.context().max_binding_bytes();
-        let row_bytes = m.row_bytes().max(4);
-        let rows_per_part = (max / row_bytes) as usize;
-        if rows_per_part == 0 {
-            return Err(GpuError::LimitTooSmall { limit: "max_storage_buffer_binding_size", need: row_bytes, have: max });
-        }
-        let (wq, ws) = (m.format.words_per_row(m.k), m.format.scales_per_row(m.k));
-        let mut parts = Vec::new();
-        let mut row0 = 0;
-        while row0 < m.n {
-            let rows = rows_per_part.min(m.n - row0);
-            let q = fk.upload_words("matmul weights", &m.q[row0 * wq..(row0 + rows) * wq])?;
-            let s = fk.upload_words("matmul scales", &m.s[row0 * ws..(row0 + rows) * ws])?;
-            parts.push(Part { row0, rows, q, s });
-            row0 += rows;
-        }
+        let parts = upload_row_parts(fk, m, ["matmul weights", "matmul scales"])?;
         Ok(GpuMatrix { n: m.n, k: m.k, format: m.format, parts })
     }
 

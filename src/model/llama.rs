@@ -74,10 +74,10 @@ impl Linear {
     /// `x: [T, in]` → `[T, out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let y = match &self.w {
-            Weight::Dense(w) => x.matmul(&w.t()?)?,
+            Weight::Dense(w) => matmul_t(x, w)?,
             Weight::Quant(q) => {
                 let w = q.dequantize(x.device())?; // [out, in]
-                x.matmul(&w.t()?)?
+                matmul_t(x, &w)?
             }
         };
         Ok(match &self.b {
@@ -92,6 +92,15 @@ impl Linear {
             Weight::Quant(q) => q.shape().dims2()?.0,
         })
     }
+}
+
+/// `x Wᵀ`: through the system BLAS when one is loaded (native), else candle.
+fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor, ModelError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(y) = super::blas::matmul_nt(x, w)? {
+        return Ok(y);
+    }
+    Ok(x.matmul(&w.t()?)?)
 }
 
 fn load_linear(
@@ -212,14 +221,14 @@ impl DecoderLayer {
         })
     }
 
-    /// `x: [T, d]` → `[T, d]`; `cos`, `sin`: `[T, hd/2]`; `mask`: `[T, T]` (0 / -inf).
+    /// `x: [T, d]` → `[T, d]`; `cos`, `sin`: `[T, hd/2]`.
     fn forward(
         &self,
         cfg: &TextConfig,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        attn: &AttnMode,
         rope_interleaved: bool,
     ) -> Result<Tensor, ModelError> {
         let (t, _d) = x.dims2()?;
@@ -244,14 +253,19 @@ impl DecoderLayer {
         let q = (qk.narrow(0, 0, h)? * scale)?; // [H, T, hd]
         let k = qk.narrow(0, h, kv)?; // [KV, T, hd]
         let v = qkv.narrow(0, h + kv, kv)?; // [KV, T, hd]
-        // Query heads kv·G .. kv·G+G-1 share key/value head kv (HF repeat_kv).
-        let q = q.reshape((kv, g * t, hd))?; // [KV, G·T, hd]
-        let scores = q.matmul(&k.t()?)?; // [KV, G·T, T]
-        let scores = scores.reshape((h, t, t))?.broadcast_add(mask)?; // [H, T, T]
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?; // [H, T, T]
-        let probs = probs.reshape((kv, g * t, t))?; // [KV, G·T, T]
-        let ctx = probs.matmul(&v)?; // [KV, G·T, hd]
-        let ctx = ctx.reshape((h, t, hd))?.transpose(0, 1)?.contiguous()?.reshape((t, h * hd))?; // [T, H·hd]
+        let ctx = match attn {
+            AttnMode::Masked(mask) => {
+                // Query heads kv·G .. kv·G+G-1 share key/value head kv (HF repeat_kv).
+                let q = q.reshape((kv, g * t, hd))?; // [KV, G·T, hd]
+                let scores = q.matmul(&k.t()?)?; // [KV, G·T, T]
+                let scores = scores.reshape((h, t, t))?.broadcast_add(mask)?; // [H, T, T]
+                let probs = candle_nn::ops::softmax_last_dim(&scores)?; // [H, T, T]
+                let probs = probs.reshape((kv, g * t, t))?; // [KV, G·T, T]
+                probs.matmul(&v)?.reshape((h, t, hd))? // [H, T, hd]
+            }
+            AttnMode::Segments(lens) => segment_attention(&q, &k, &v, lens)?, // [H, T, hd]
+        };
+        let ctx = ctx.transpose(0, 1)?.contiguous()?.reshape((t, h * hd))?; // [T, H·hd]
         let x = (x + self.o_proj.forward(&ctx)?)?; // [T, d]
 
         // --- MLP ---
@@ -394,12 +408,12 @@ impl TextModel {
         }
         let x = embeds.to_dtype(DType::F32)?.contiguous()?;
         let (cos, sin) = self.rope_tables(t)?;
-        let mask = causal_mask(t, self.device())?;
+        let attn = AttnMode::Masked(causal_mask(t, self.device())?);
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         states.push(x.clone());
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask, self.rope_interleaved)?;
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &attn, self.rope_interleaved)?;
             states.push(x.clone());
         }
         // HF replaces the last layer's raw output with the normed one.
@@ -430,13 +444,20 @@ impl TextModel {
         }
         let positions: Vec<usize> = lens.iter().flat_map(|&l| 0..l).collect();
         let (cos, sin) = self.rope_tables_at(&positions)?;
-        let mask = packed_causal_mask(lens, self.device())?;
+        // Short sequences (the bank builder's sentences): attention within
+        // each segment only, instead of a [ΣT, ΣT] block-diagonal mask that
+        // spends most of its work on masked-out pairs.
+        let attn = if lens.iter().all(|&l| l <= SEGMENT_ATTENTION_MAX_LEN) {
+            AttnMode::Segments(lens.to_vec())
+        } else {
+            AttnMode::Masked(packed_causal_mask(lens, self.device())?)
+        };
         let x = embeds.to_dtype(DType::F32)?.contiguous()?;
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         states.push(x.clone());
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&self.cfg, &x, &cos, &sin, &mask, self.rope_interleaved)?;
+            x = layer.forward(&self.cfg, &x, &cos, &sin, &attn, self.rope_interleaved)?;
             states.push(x.clone());
         }
         let last = self.final_norm(&x)?;
@@ -511,6 +532,105 @@ impl TextModel {
         let dev = self.device();
         Ok((Tensor::from_vec(cos, (t, hd / 2), dev)?, Tensor::from_vec(sin, (t, hd / 2), dev)?))
     }
+}
+
+/// How a decoder layer restricts attention.
+enum AttnMode {
+    /// An additive `[T, T]` mask (0 / -inf) over the whole batch.
+    Masked(Tensor),
+    /// Packed independent sequences of these lengths, each causal within
+    /// itself ([`segment_attention`]).
+    Segments(Vec<usize>),
+}
+
+/// Longest sequence for which packed batches use [`segment_attention`]
+/// (its scalar loops are cheaper than the masked GEMMs for short sentences).
+const SEGMENT_ATTENTION_MAX_LEN: usize = 256;
+
+/// Causal attention inside each packed segment. `q: [H, T, hd]` (already
+/// scaled), `k`, `v`: `[KV, T, hd]`; query head `i` reads key/value head
+/// `i / (H / KV)` (HF `repeat_kv`). Returns `[H, T, hd]`. Heads are split
+/// across candle's thread count.
+fn segment_attention(q: &Tensor, k: &Tensor, v: &Tensor, lens: &[usize]) -> Result<Tensor, ModelError> {
+    let (h, t, hd) = q.dims3()?;
+    let kv = k.dim(0)?;
+    let g = h / kv.max(1);
+    let qv = q.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let kvv = k.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let vv = v.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    if qv.len() != h * t * hd || kvv.len() != kv * t * hd || vv.len() != kv * t * hd || lens.iter().sum::<usize>() != t {
+        return Err(ModelError::Input(format!("segment attention: shapes q {:?} k {:?} v {:?} for lengths summing to {}", q.dims(), k.dims(), v.dims(), lens.iter().sum::<usize>())));
+    }
+    let mut out = vec![0f32; h * t * hd];
+    let one_head = |head: usize, o: &mut [f32]| {
+        let kh = head / g.max(1);
+        let qh = &qv[head * t * hd..(head + 1) * t * hd];
+        let kh_ = &kvv[kh * t * hd..(kh + 1) * t * hd];
+        let vh = &vv[kh * t * hd..(kh + 1) * t * hd];
+        let mut scores = Vec::new();
+        let mut start = 0;
+        for &len in lens {
+            for i in 0..len {
+                let qi = &qh[(start + i) * hd..(start + i + 1) * hd];
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for j in 0..=i {
+                    let s = dot(qi, &kh_[(start + j) * hd..(start + j + 1) * hd]);
+                    max = max.max(s);
+                    scores.push(s);
+                }
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let oi = &mut o[(start + i) * hd..(start + i + 1) * hd];
+                for (j, &p) in scores.iter().enumerate() {
+                    let w = p / sum;
+                    for (a, &b) in oi.iter_mut().zip(&vh[(start + j) * hd..(start + j + 1) * hd]) {
+                        *a += w * b;
+                    }
+                }
+            }
+            start += len;
+        }
+    };
+    let threads = candle_core::utils::get_num_threads().clamp(1, h.max(1));
+    let heads_per = h.div_ceil(threads).max(1);
+    if threads <= 1 || cfg!(target_arch = "wasm32") {
+        for (head, o) in out.chunks_mut(t * hd).enumerate() {
+            one_head(head, o);
+        }
+    } else {
+        std::thread::scope(|sc| {
+            for (c, block) in out.chunks_mut(heads_per * t * hd).enumerate() {
+                let one_head = &one_head;
+                sc.spawn(move || {
+                    for (i, o) in block.chunks_mut(t * hd).enumerate() {
+                        one_head(c * heads_per + i, o);
+                    }
+                });
+            }
+        });
+    }
+    Ok(Tensor::from_vec(out, (h, t, hd), q.device())?)
+}
+
+/// Dot product with 8 independent accumulators (vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
 }
 
 /// `[T, T]` additive causal mask: 0 on and below the diagonal, -inf above.

@@ -9,6 +9,8 @@
 //! or bytes).
 
 pub mod any;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod blas;
 pub mod clip;
 pub mod config;
 pub mod connector;

@@ -12,9 +12,9 @@
 //!
 //! Which library: `$LATENTLENS_BLAS` (a path, or `off` to disable), else
 //! `libopenblas.so.0` / `libopenblas.so` from the system (Debian:
-//! `apt install libopenblas0-pthread`). OpenBLAS's thread count is set to
-//! candle's (`RAYON_NUM_THREADS`, else all cores) so both paths use the same
-//! threads. Results equal candle's up to f32 summation order (tested in
+//! `apt install libopenblas0-pthread`). Each call splits its rows over
+//! candle's thread count (`RAYON_NUM_THREADS`, else all cores), one
+//! single-threaded sgemm per block, so both paths use the same threads. Results equal candle's up to f32 summation order (tested in
 //! `tests/blas.rs`).
 
 use std::sync::OnceLock;
@@ -67,10 +67,13 @@ fn load() -> Option<Blas> {
         let Ok(lib) = (unsafe { libloading::Library::new(&name) }) else { continue };
         let Ok(sgemm) = (unsafe { lib.get::<SgemmFn>(b"cblas_sgemm\0") }) else { continue };
         let sgemm = *sgemm;
+        // One BLAS thread per call: we split rows across our own scoped
+        // threads instead. OpenBLAS's pthread pool busy-waits between calls,
+        // which collapses throughput when the cores are shared with another
+        // process (measured: > 10x slower next to a second build).
         if let Ok(set) = unsafe { lib.get::<SetThreadsFn>(b"openblas_set_num_threads\0") } {
-            let threads = candle_core::utils::get_num_threads().clamp(1, i32::MAX as usize) as i32;
             // SAFETY: plain C call with an int argument.
-            unsafe { (*set)(threads) };
+            unsafe { (*set)(1) };
         }
         return Some(Blas { _lib: lib, sgemm, name });
     }
@@ -119,26 +122,43 @@ pub fn matmul_nt(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>, ModelError> {
         ) else {
             return Ok(None);
         };
-        // SAFETY: the slices hold exactly m·k, n·k and m·n f32 in row-major
-        // order, matching the leading dimensions passed.
-        unsafe {
-            (blas.sgemm)(
-                CBLAS_ROW_MAJOR,
-                CBLAS_NO_TRANS,
-                CBLAS_TRANS,
-                m as i32,
-                n as i32,
-                k as i32,
-                1.0,
-                xv.as_ptr(),
-                k as i32,
-                wv.as_ptr(),
-                k as i32,
-                0.0,
-                out.as_mut_ptr(),
-                n as i32,
-            )
+        // Rows of x (and of the output) split across candle's thread count,
+        // one single-threaded sgemm per block.
+        let threads = candle_core::utils::get_num_threads().clamp(1, m.div_ceil(16).max(1));
+        let rows_per = m.div_ceil(threads);
+        let gemm = |xb: &[f32], ob: &mut [f32]| {
+            let rows = ob.len() / n;
+            // SAFETY: xb holds rows·k and ob rows·n f32, wv n·k, all row-major,
+            // matching the dimensions and leading dimensions passed.
+            unsafe {
+                (blas.sgemm)(
+                    CBLAS_ROW_MAJOR,
+                    CBLAS_NO_TRANS,
+                    CBLAS_TRANS,
+                    rows as i32,
+                    n as i32,
+                    k as i32,
+                    1.0,
+                    xb.as_ptr(),
+                    k as i32,
+                    wv.as_ptr(),
+                    k as i32,
+                    0.0,
+                    ob.as_mut_ptr(),
+                    n as i32,
+                )
+            }
         };
+        if threads <= 1 {
+            gemm(xv, &mut out);
+        } else {
+            std::thread::scope(|sc| {
+                for (xb, ob) in xv.chunks(rows_per * k).zip(out.chunks_mut(rows_per * n)) {
+                    let gemm = &gemm;
+                    sc.spawn(move || gemm(xb, ob));
+                }
+            });
+        }
     }
     let mut shape = lead.to_vec();
     shape.push(n);

@@ -291,7 +291,8 @@ e2e() {
 }
 
 setup() {
-  apt_install mesa-vulkan-drivers libvulkan1 wordnet-base
+  # libopenblas0-pthread: the CPU path's GEMMs (src/model/blas.rs loads it at run time).
+  apt_install mesa-vulkan-drivers libvulkan1 wordnet-base libopenblas0-pthread
   fetch_smollm2
 }
 

@@ -348,11 +348,14 @@ case "$cmd" in
     # Reproducible retraining of models/controlled-v1/connector.safetensors (fixed seeds).
     setup; pyenv; fetch_emoji; fetch_effnet
     work=$ASSETS/train-controlled-v1
-    cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-720}" --seed 0
+    # Defaults = the committed connector's run (docs/controlled-training.json). Resumable: an
+    # interrupted run continues from $work/run/checkpoint.pt (saved at every held-out evaluation)
+    # when started again with the same settings.
+    cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-1600}" --seed 0
     cli scenes --emoji "$EMOJI_DIR" --out "$work/heldout" --n 112 --seed 900000
     "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
-      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-40}" --batch 4 --lr 3e-3 \
-      --eval-every 20 --n-heldout-loss 16 --n-generate 16 "$@"
+      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-500}" --batch 8 --lr 2e-3 \
+      --eval-every 50 --n-heldout-loss 32 --n-generate 48 --resume "$@"
     cp "$work/run/connector.safetensors" models/controlled-v1/connector.safetensors
     cp "$work/run/loss_curve.svg" docs/img/controlled-loss.svg
     "$PY" - "$work/run/report.json" docs/controlled-training.json <<'PY'

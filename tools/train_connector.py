@@ -110,10 +110,14 @@ def build_batch(tok, model, conn, feats, captions, pre, suf, end):
 
 
 def loss_of(model, x, mask, lab):
-    out = model(inputs_embeds=x, attention_mask=mask)
-    logits = out.logits[:, :-1]
+    """Mean next-token cross-entropy over the caption tokens. The unembedding
+    (49,152 x 576) runs only at the positions that predict a caption token
+    (the same value as full logits + ignore_index, ~20% less work per step)."""
+    h = model.model(inputs_embeds=x, attention_mask=mask).last_hidden_state[:, :-1]  # [B, T-1, d]
     tgt = lab[:, 1:]
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=-100)
+    keep = tgt != -100
+    logits = model.lm_head(h[keep])  # [K, vocab]
+    return nn.functional.cross_entropy(logits, tgt[keep])
 
 
 @torch.no_grad()
@@ -190,6 +194,8 @@ def main():
     ap.add_argument('--n-generate', type=int, default=60)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--resume', action='store_true',
+                    help='continue from OUT/checkpoint.pt (written at every held-out evaluation) when it exists')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -211,13 +217,26 @@ def main():
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps)))
     hl = held_rows[:a.n_heldout_loss]
-    untrained = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
-    print(f'untrained held-out loss {untrained:.4f}', file=sys.stderr, flush=True)
-    held_curve, train_curve, window = [(0, untrained)], [], []
-    order = []
+    ckpt_path = os.path.join(a.out, 'checkpoint.pt')
     g = torch.Generator().manual_seed(a.seed)
-    t_train = time.time()
-    for step in range(1, a.steps + 1):
+    start, done_s = 1, 0.0
+    if a.resume and os.path.exists(ckpt_path):
+        c = torch.load(ckpt_path, weights_only=False)
+        same = {k: c['args'][k] for k in ('steps', 'batch', 'lr', 'seed')} == {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed}
+        if not same:
+            sys.exit(f'{ckpt_path} was written for {c["args"]}, not steps={a.steps} batch={a.batch} lr={a.lr} seed={a.seed}: '
+                     'delete it or pass the same settings')
+        conn.load_state_dict(c['conn']); opt.load_state_dict(c['opt']); sched.load_state_dict(c['sched'])
+        g.set_state(c['g']); order = c['order']; start = c['step'] + 1; done_s = c['train_seconds']
+        untrained, held_curve, train_curve = c['untrained'], c['held_curve'], c['train_curve']
+        print(f'resumed at step {c["step"]} ({done_s:.0f}s of training so far)', file=sys.stderr, flush=True)
+    else:
+        untrained = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
+        held_curve, train_curve, order = [(0, untrained)], [], []
+    print(f'untrained held-out loss {untrained:.4f}', file=sys.stderr, flush=True)
+    window = []
+    t_train = time.time() - done_s
+    for step in range(start, a.steps + 1):
         if len(order) < a.batch:
             order += torch.randperm(len(train_rows), generator=g).tolist()
         idx, order = order[:a.batch], order[a.batch:]
@@ -238,6 +257,12 @@ def main():
             h = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
             held_curve.append((step, h))
             print(f'  held-out loss {h:.4f}', file=sys.stderr, flush=True)
+            torch.save({'args': {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed},
+                        'conn': conn.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
+                        'g': g.get_state(), 'order': order, 'step': step, 'train_seconds': time.time() - t_train,
+                        'untrained': untrained, 'held_curve': held_curve, 'train_curve': train_curve},
+                       ckpt_path + '.tmp')
+            os.replace(ckpt_path + '.tmp', ckpt_path)
     train_s = time.time() - t_train
 
     # Store in f16 (the committed file); everything below uses the stored weights.

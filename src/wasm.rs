@@ -21,8 +21,8 @@
 //! [`Inspector::run_image`] are computed there. It also uploads every bank
 //! layer to the WGSL search kernels ([`GpuPqLayer`]).
 //!
-//! Banks load progressively: `loadBank` / `loadBankUrl` resolve once the first
-//! row chunk is in, LatentLens answers from the rows loaded so far, and each
+//! Banks by URL load progressively: `loadBankUrl` resolves once the first row
+//! chunk is in, LatentLens answers from the rows loaded so far, and each
 //! [`Inspector::load_next_bank_chunk`] adds a chunk (cached LatentLens results
 //! are dropped, so the next query refines). The search stays on the CPU until
 //! the bank is complete; then, with WebGPU on, the whole bank is uploaded to
@@ -269,17 +269,21 @@ async fn fetch_options(on_progress: Option<js_sys::Function>) -> FetchOptions {
 }
 
 /// Opens a bank, refuses it if built for another model (before reading its
-/// rows), loads its first row chunk and installs it: queries answer from the
-/// rows loaded so far while [`Inspector::load_next_bank_chunk`] brings the rest.
-/// A bank of one chunk is complete at once (and goes to the GPU when one is on).
-async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>) -> Result<JsValue, JsValue> {
+/// rows), loads its first row chunk (every chunk with `whole`) and installs it:
+/// queries answer from the rows loaded so far while
+/// [`Inspector::load_next_bank_chunk`] brings the rest. A complete bank goes
+/// to the GPU at once when one is on.
+async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>, whole: bool) -> Result<JsValue, JsValue> {
     let reader = BankReader::open(source).await.map_err(|e| domain_error(e.into()))?;
     let lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
     {
         let s = state.borrow();
         lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
     }
-    lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?;
+    let mut more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
+    while whole && more {
+        more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
+    }
     let lens = Rc::new(lens);
     {
         let mut s = state.borrow_mut();
@@ -611,14 +615,13 @@ impl Inspector {
         self.state.borrow().vlm.text_model().config().num_hidden_layers + 1
     }
 
-    /// Loads a bank from its bytes; refuses (BankError) a bank built for
-    /// another model, naming both. Resolves once the first row chunk is in
-    /// (`progress` says how much): call `loadNextBankChunk` until it resolves
-    /// to `null` for the rest.
+    /// Loads a bank from its bytes, every row chunk (nothing to wait for: for
+    /// progressive results while a bank downloads, use `loadBankUrl`); refuses
+    /// (BankError) a bank built for another model, naming both.
     #[wasm_bindgen(js_name = loadBank, unchecked_return_type = "Promise<BankInfo>")]
     pub fn load_bank(&self, name: String, bytes: Vec<u8>) -> Promise {
         let state = self.state.clone();
-        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes)).await })
+        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes), true).await })
     }
 
     /// Loads a bank from its URL with HTTP Range requests (chunks cached in
@@ -637,7 +640,7 @@ impl Inspector {
         let state = self.state.clone();
         future_to_promise(async move {
             let src = url_source(&url, on_progress).await?;
-            install_bank(&state, url, src).await
+            install_bank(&state, url, src, false).await
         })
     }
 

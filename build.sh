@@ -235,10 +235,14 @@ page_assets() {
   # Named as on the Hub, so the page finds it on its first try.
   cmp -s $DEFAULT_MODEL/processor_config.json $d/model/preprocessor_config.json ||
     cp $DEFAULT_MODEL/processor_config.json $d/model/preprocessor_config.json
-  if [ ! -s $d/bank.llbank ] || [ $DEFAULT_MODEL/model.safetensors -nt $d/bank.llbank ]; then
+  # Several row chunks even in this small bank, so the page's progressive search always runs.
+  local rpc=256
+  if [ ! -s $d/bank.llbank ] || [ $DEFAULT_MODEL/model.safetensors -nt $d/bank.llbank ] ||
+     [ "$(cat $d/bank.llbank.rpc 2>/dev/null)" != "$rpc" ]; then
     log "building the default bank (tiny LLaVA's own text model, 1,200 WordNet sentences)"
     "$(cli_dev)" build-bank --model $DEFAULT_MODEL --corpus tests/fixtures/smollm2/wordnet_sentences.txt \
-      --out $d/bank.llbank --corpus-name "WordNet 3.0 usage examples (1,200, tests/fixtures/smollm2)" >/dev/null
+      --out $d/bank.llbank --rows-per-chunk $rpc --corpus-name "WordNet 3.0 usage examples (1,200, tests/fixtures/smollm2)" >/dev/null
+    echo "$rpc" > $d/bank.llbank.rpc
   fi
   controlled_page_assets
 }
@@ -261,12 +265,14 @@ controlled_page_assets() {
   "text": "SmolLM2-135M-Instruct.Q4_1.gguf"
 }
 JSON
-  local n=${LATENTLENS_PAGE_BANK_SENTENCES:-4000}
-  if [ ! -s $d/smollm2.llbank ] || [ "$(cat $d/smollm2.llbank.n 2>/dev/null)" != "$n" ]; then
+  # 2,048 rows per chunk (~1.2 MB of codes over 8 layers, after ~20 MB of quantizers): the page
+  # searches the first chunk while the other ~9 MB arrive.
+  local n=${LATENTLENS_PAGE_BANK_SENTENCES:-4000} rpc=2048
+  if [ ! -s $d/smollm2.llbank ] || [ "$(cat $d/smollm2.llbank.n 2>/dev/null)" != "$n rows-per-chunk=$rpc" ]; then
     log "building the page's SmolLM2 bank (first $n sentences of the offline corpus; a few minutes)"
-    "$(cli_dev)" build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --sentences "$n" --out $d/smollm2.llbank \
+    "$(cli_dev)" build-bank --model "$SMOLLM2_GGUF" --corpus "$CORPUS" --sentences "$n" --rows-per-chunk $rpc --out $d/smollm2.llbank \
       --corpus-name "latentlens offline corpus v1, first $n sentences (WordNet 3.0 glosses and examples, clip-interrogator 0.6.0 flavors)" >/dev/null
-    echo "$n" > $d/smollm2.llbank.n
+    echo "$n rows-per-chunk=$rpc" > $d/smollm2.llbank.n
   fi
   [ -s $d/scenes.bin ] || "$(cli_dev)" scenes --emoji "$EMOJI_DIR" --bundle $d/scenes.bin
 }

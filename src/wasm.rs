@@ -20,6 +20,13 @@
 //! its EfficientNet stays on the CPU): every layer's hidden states of
 //! [`Inspector::run_image`] are computed there. It also uploads every bank
 //! layer to the WGSL search kernels ([`GpuPqLayer`]).
+//!
+//! Banks by URL load progressively: `loadBankUrl` resolves once the first row
+//! chunk is in, LatentLens answers from the rows loaded so far, and each
+//! [`Inspector::load_next_bank_chunk`] adds a chunk (cached LatentLens results
+//! are dropped, so the next query refines). The search stays on the CPU until
+//! the bank is complete; then, with WebGPU on, the whole bank is uploaded to
+//! the GPU once, from memory (no re-upload per chunk, no second download).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,7 +38,6 @@ use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::bank::pq::ProductQuantizer;
 use crate::bank::BankReader;
 use crate::fetch::model_files::controlled_parts;
 use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
@@ -40,7 +46,7 @@ use crate::backend::wgsl_vision::{HostVlmWeights, WgslVlm};
 use crate::gpu::forward::ForwardKernels;
 use crate::gpu::GpuContext;
 use crate::search::{merge_layers, GpuPqLayer, Hit};
-use crate::lens::{EmbeddingLens, LatentLens, LogitLens, Method, Neighbour};
+use crate::lens::{EmbeddingLens, LatentLens, LoadProgress, LogitLens, Method, Neighbour};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::controlled::ControlledVlm;
 use crate::model::vlm::Vlm;
@@ -108,6 +114,16 @@ export interface ModelInfo {
   takesPrompt: boolean;
 }
 
+/** How much of a bank is loaded: LatentLens answers from rows `[0, rowsLoaded)`. */
+export interface BankProgress {
+  rowsLoaded: number;
+  rowsTotal: number;
+  chunksLoaded: number;
+  chunksTotal: number;
+  /** Every chunk is in: results are final (equal to a fully loaded bank's). */
+  complete: boolean;
+}
+
 export interface BankInfo {
   name: string;
   modelName: string;
@@ -118,6 +134,8 @@ export interface BankInfo {
   sentences: number;
   corpus: string;
   bytesPerVector: number;
+  /** How much was loaded when this was read (see `Inspector.loadNextBankChunk`). */
+  progress: BankProgress;
 }
 
 export interface ImageInfo {
@@ -165,7 +183,7 @@ export interface Backend {
   model: "cpu" | "webgpu";
   /** Why the model forward is not on WebGPU, when it is not. */
   modelNotice: string;
-  /** Where the bank search runs. */
+  /** Where the bank search runs (the CPU until the bank is completely loaded). */
   search: "cpu" | "webgpu";
   /** Why it is not WebGPU, when it is not. */
   notice: string;
@@ -251,45 +269,73 @@ async fn fetch_options(on_progress: Option<js_sys::Function>) -> FetchOptions {
 }
 
 /// Opens a bank, refuses it if built for another model (before reading its
-/// rows), loads every row chunk, and uploads it to the GPU when one is on.
-async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>) -> Result<JsValue, JsValue> {
+/// rows), loads its first row chunk (every chunk with `whole`) and installs it:
+/// queries answer from the rows loaded so far while
+/// [`Inspector::load_next_bank_chunk`] brings the rest. A complete bank goes
+/// to the GPU at once when one is on.
+async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>, whole: bool) -> Result<JsValue, JsValue> {
     let reader = BankReader::open(source).await.map_err(|e| domain_error(e.into()))?;
-    let mut lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
+    let lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
     {
         let s = state.borrow();
         lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
     }
-    while lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some() {}
-    let info = bank_info(&lens, &name);
-    let ctx = state.borrow().gpu_ctx.clone();
-    let gpu = match ctx {
-        Some(ctx) => Some(Rc::new(upload_bank(&ctx, &lens).await?)),
-        None => None,
-    };
-    let mut s = state.borrow_mut();
-    s.bank = Some(Rc::new(lens));
-    s.gpu_bank = gpu;
-    s.bank_name = name;
-    s.invalidate(true);
-    to_js(&info)
+    let mut more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
+    while whole && more {
+        more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
+    }
+    let lens = Rc::new(lens);
+    {
+        let mut s = state.borrow_mut();
+        s.bank = Some(lens.clone());
+        s.gpu_bank = None;
+        s.bank_name = name.clone();
+        s.invalidate(true);
+    }
+    upload_bank_when_complete(state);
+    to_js(&bank_info(&lens, &name))
 }
 
-/// Every bank layer on the GPU: quantizer, codes and refinement data.
-async fn upload_bank(ctx: &GpuContext, lens: &LatentLens) -> Result<Vec<GpuPqLayer>, JsValue> {
-    let r = lens.reader();
-    let mut layers = Vec::with_capacity(r.n_layers());
-    for slot in 0..r.n_layers() {
-        let pq = ProductQuantizer::from_bytes(&r.quantizer_blob(slot).await.map_err(|e| domain_error(e.into()))?)
-            .map_err(|e| domain_error(e.into()))?;
-        let (mut codes, mut refine) = (Vec::new(), Vec::new());
-        for c in 0..r.n_chunks() {
-            codes.extend(r.codes_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
-            if r.refine_bytes() > 0 {
-                refine.extend(r.refine_chunk(slot, c).await.map_err(|e| domain_error(e.into()))?);
+/// With WebGPU on and every chunk of the bank loaded, uploads the bank to the
+/// GPU search kernels (once, from memory). Until then, and if the upload
+/// fails (`notice` says why), the search runs on the CPU.
+fn upload_bank_when_complete(state: &Rc<RefCell<State>>) {
+    let (ctx, bank) = {
+        let s = state.borrow();
+        if s.gpu_bank.is_some() {
+            return;
+        }
+        match (&s.gpu_ctx, &s.bank) {
+            (Some(c), Some(b)) if b.is_complete() => (c.clone(), b.clone()),
+            _ => return,
+        }
+    };
+    match upload_bank(&ctx, &bank) {
+        Ok(layers) => {
+            let mut s = state.borrow_mut();
+            // Still the same bank (uploading is synchronous, but stay safe).
+            if s.bank.as_ref().is_some_and(|b| Rc::ptr_eq(b, &bank)) {
+                s.gpu_bank = Some(Rc::new(layers));
+                s.gpu_notice = format!("search on WebGPU ({})", ctx.adapter_info().name);
+                s.invalidate(true);
             }
         }
-        let refine = (!refine.is_empty()).then_some(refine.as_slice());
-        layers.push(GpuPqLayer::new(ctx, &pq, &codes, refine, slot as u16).map_err(domain_error)?);
+        Err(e) => {
+            state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): uploading the bank to the GPU failed: {e}")
+        }
+    }
+}
+
+/// Every bank layer on the GPU: quantizer, codes and refinement data of the
+/// rows loaded (all of them: called once the bank is complete).
+fn upload_bank(ctx: &GpuContext, lens: &LatentLens) -> Result<Vec<GpuPqLayer>, crate::Error> {
+    let n = lens.bank_layers().len();
+    let mut layers = Vec::with_capacity(n);
+    for slot in 0..n {
+        let layer = lens
+            .with_layer_rows(slot, |pq, codes, refine| GpuPqLayer::new(ctx, pq, codes, refine, slot as u16))
+            .ok_or_else(|| crate::bank::BankError::Corrupt(format!("bank layer slot {slot} is missing")))??;
+        layers.push(layer);
     }
     Ok(layers)
 }
@@ -569,18 +615,21 @@ impl Inspector {
         self.state.borrow().vlm.text_model().config().num_hidden_layers + 1
     }
 
-    /// Loads a bank from its bytes; refuses (BankError) a bank built for
-    /// another model, naming both.
+    /// Loads a bank from its bytes, every row chunk (nothing to wait for: for
+    /// progressive results while a bank downloads, use `loadBankUrl`); refuses
+    /// (BankError) a bank built for another model, naming both.
     #[wasm_bindgen(js_name = loadBank, unchecked_return_type = "Promise<BankInfo>")]
     pub fn load_bank(&self, name: String, bytes: Vec<u8>) -> Promise {
         let state = self.state.clone();
-        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes)).await })
+        future_to_promise(async move { install_bank(&state, name.clone(), bank_source(&name, bytes), true).await })
     }
 
     /// Loads a bank from its URL with HTTP Range requests (chunks cached in
     /// the browser's Cache API, so a reload reads them locally; an
     /// interrupted download resumes from what is cached), reporting progress.
     /// Refuses (BankError) a bank built for another model before reading its rows.
+    /// Resolves once the first row chunk is in: LatentLens answers from it at
+    /// once; call `loadNextBankChunk` until it resolves to `null` for the rest.
     #[wasm_bindgen(js_name = loadBankUrl, unchecked_return_type = "Promise<BankInfo>")]
     pub fn load_bank_url(
         &self,
@@ -591,13 +640,14 @@ impl Inspector {
         let state = self.state.clone();
         future_to_promise(async move {
             let src = url_source(&url, on_progress).await?;
-            install_bank(&state, url, src).await
+            install_bank(&state, url, src, false).await
         })
     }
 
     /// Moves the LatentLens search to WebGPU when the browser has an adapter
-    /// (the WGSL kernels of the bank search); otherwise stays on the CPU and
-    /// says why in `notice`. Resolves to the backend in use.
+    /// (the WGSL kernels of the bank search; a bank still loading goes there
+    /// when its last chunk arrives); otherwise stays on the CPU and says why
+    /// in `notice`. Resolves to the backend in use.
     #[wasm_bindgen(js_name = enableGpu, unchecked_return_type = "Promise<Backend>")]
     pub fn enable_gpu(&self) -> Promise {
         let state = self.state.clone();
@@ -615,23 +665,7 @@ impl Inspector {
             if let Err(msg) = enable_gpu_model(&state).await {
                 state.borrow_mut().model_notice = format!("the model runs on the CPU (WebAssembly): {msg}");
             }
-            let (ctx, bank, has_gpu_bank) = {
-                let s = state.borrow();
-                (s.gpu_ctx.clone(), s.bank.clone(), s.gpu_bank.is_some())
-            };
-            if let (Some(ctx), Some(bank), false) = (ctx, bank, has_gpu_bank) {
-                match upload_bank(&ctx, &bank).await {
-                    Ok(layers) => {
-                        let mut s = state.borrow_mut();
-                        s.gpu_bank = Some(Rc::new(layers));
-                        s.invalidate(true);
-                    }
-                    Err(e) => {
-                        let msg = e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).unwrap_or_default();
-                        state.borrow_mut().gpu_notice = format!("search runs on the CPU (WebAssembly): uploading the bank to the GPU failed: {msg}");
-                    }
-                }
-            }
+            upload_bank_when_complete(&state);
             to_js(&backend_json(&state.borrow()))
         })
     }
@@ -646,6 +680,40 @@ impl Inspector {
         s.gpu_notice = "search runs on the CPU (WebAssembly): WebGPU switched off".to_string();
         s.model_notice = "the model runs on the CPU (WebAssembly): WebGPU switched off".to_string();
         s.invalidate(true);
+    }
+
+    /// Loads the bank's next row chunk (codes of every layer, row metadata;
+    /// downloaded with progress for a URL bank). Resolves to the progress
+    /// after it, or `null` once every chunk is loaded. Cached LatentLens
+    /// results are dropped, so the next query searches the new rows too. Safe
+    /// to call while queries run; when the last chunk arrives and WebGPU is on,
+    /// the bank is uploaded to the GPU. A failed download rejects
+    /// (FetchError) and keeps what was loaded: calling again retries the chunk.
+    #[wasm_bindgen(js_name = loadNextBankChunk, unchecked_return_type = "Promise<BankProgress | null>")]
+    pub fn load_next_bank_chunk(&self) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let bank = state.borrow().bank.clone().ok_or_else(|| state_error("no bank yet: call loadBank or loadBankUrl first"))?;
+            let Some(p) = bank.load_next_chunk().await.map_err(|e| domain_error(e.into()))? else {
+                return Ok(JsValue::NULL);
+            };
+            // The bank may have been replaced while the chunk downloaded: then it is not searched any more.
+            let current = state.borrow().bank.as_ref().is_some_and(|b| Rc::ptr_eq(b, &bank));
+            if current {
+                state.borrow_mut().invalidate(true);
+                upload_bank_when_complete(&state);
+            }
+            to_js(&progress_json(&p))
+        })
+    }
+
+    /// How much of the bank is loaded, or `null` without a bank.
+    #[wasm_bindgen(js_name = bankProgress, unchecked_return_type = "BankProgress | null")]
+    pub fn bank_progress(&self) -> Result<JsValue, JsValue> {
+        match &self.state.borrow().bank {
+            Some(b) => to_js(&progress_json(&b.load_progress())),
+            None => Ok(JsValue::NULL),
+        }
     }
 
     /// The loaded bank, or `null`.
@@ -798,11 +866,21 @@ impl Inspector {
 
 fn backend_json(s: &State) -> Value {
     let on_gpu = s.gpu_ctx.is_some() && (s.gpu_bank.is_some() || s.bank.is_none());
+    let notice = match (&s.gpu_ctx, &s.bank) {
+        (Some(_), Some(b)) if !b.is_complete() => {
+            let p = b.load_progress();
+            format!(
+                "search runs on the CPU (WebAssembly) while the bank loads ({} of {} rows); it moves to WebGPU with the last chunk",
+                p.rows_loaded, p.n_rows
+            )
+        }
+        _ => s.gpu_notice.clone(),
+    };
     json!({
         "model": if s.gpu_model.is_some() { "webgpu" } else { "cpu" },
         "modelNotice": s.model_notice,
         "search": if on_gpu { "webgpu" } else { "cpu" },
-        "notice": s.gpu_notice,
+        "notice": notice,
     })
 }
 
@@ -859,6 +937,14 @@ fn bank_info(lens: &LatentLens, name: &str) -> Value {
         "name": name, "modelName": m.model.name, "fingerprint": m.model.fingerprint,
         "layers": lens.bank_layers(), "rows": m.rows, "sentences": m.sentences,
         "corpus": m.corpus.name, "bytesPerVector": lens.reader().code_bytes(),
+        "progress": progress_json(&lens.load_progress()),
+    })
+}
+
+fn progress_json(p: &LoadProgress) -> Value {
+    json!({
+        "rowsLoaded": p.rows_loaded, "rowsTotal": p.n_rows, "chunksLoaded": p.chunks_loaded,
+        "chunksTotal": p.n_chunks, "complete": p.is_complete(),
     })
 }
 

@@ -2,20 +2,25 @@
 //! chunks) served by a local HTTP server: opened over HTTP it equals the bank
 //! opened from the file; a chunk corrupted once on the wire (and cached) is
 //! evicted and refetched; and progressive loading searches the rows loaded
-//! so far, ending with exactly the results of a full load.
+//! so far, ending with exactly the results of a full load, also when the
+//! bank is shared and grows while it answers (the browser's `Rc`).
 
 #[path = "common/http_server.rs"]
 mod http_server;
 #[path = "common/tiny_bank.rs"]
 mod tiny_bank;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
+use std::task::{Context, Poll};
 
 use futures::executor::block_on;
+use futures::future::LocalBoxFuture;
 use http_server::TestServer;
 use latentlens::bank::{BankReader, SectionKind};
-use latentlens::fetch::{FetchOptions, HttpSource, MemoryCache, MemorySource};
+use latentlens::fetch::{ByteSource, FetchError, FetchOptions, HttpSource, MemoryCache, MemorySource};
 use latentlens::lens::LatentLens;
 
 const ROWS_PER_CHUNK: usize = 64;
@@ -101,7 +106,7 @@ fn progressive_search_refines_to_the_full_result() {
 
     let src = block_on(HttpSource::open(&srv.url("tiny.llbank"), opts())).unwrap();
     let reader = block_on(BankReader::open(Box::new(src))).unwrap();
-    let mut lens = block_on(LatentLens::open(reader)).unwrap();
+    let lens = block_on(LatentLens::open(reader)).unwrap();
     let p = lens.load_progress();
     assert_eq!((p.chunks_loaded, p.rows_loaded), (0, 0));
     assert!(lens.search(queries, k).unwrap().iter().all(Vec::is_empty), "nothing loaded, nothing found");
@@ -114,6 +119,13 @@ fn progressive_search_refines_to_the_full_result() {
     // A subset of the rows never beats the full bank's best.
     for (h, w) in hits.iter().zip(&want_hits) {
         assert!(h[0].score <= w[0].score + 1e-6);
+    }
+    // The partial answer reads out like the full one: whole words in their sentences, from loaded rows only.
+    let partial = block_on(lens.explain(queries, k)).unwrap();
+    for (list, h) in partial.iter().zip(&hits) {
+        assert_eq!(list.len(), k);
+        assert_eq!(list.iter().map(|n| n.score).collect::<Vec<_>>(), h.iter().map(|x| x.score).collect::<Vec<_>>());
+        assert!(list.iter().all(|n| n.sentence.is_some() && !n.word.is_empty()));
     }
     let mut steps = 1;
     while let Some(p) = block_on(lens.load_next_chunk()).unwrap() {
@@ -129,4 +141,73 @@ fn progressive_search_refines_to_the_full_result() {
     // Neighbours for chosen hits only read their sentence blocks.
     let shown = block_on(lens.neighbours(&want_hits[0][..2])).unwrap();
     assert_eq!(shown, want[0][..2].to_vec());
+}
+
+/// A source whose every read is pending once before it completes, so two
+/// loads of one bank interleave as they do in the browser.
+struct Interleaved(MemorySource);
+
+/// Pending on the first poll (waking itself), ready on the second.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl ByteSource for Interleaved {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn total_len(&self) -> LocalBoxFuture<'_, Result<u64, FetchError>> {
+        self.0.total_len()
+    }
+    fn read(&self, offset: u64, len: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, FetchError>> {
+        Box::pin(async move {
+            YieldOnce(false).await;
+            self.0.read(offset, len).await
+        })
+    }
+}
+
+#[test]
+fn a_shared_bank_grows_while_it_answers_and_keeps_each_chunk_once() {
+    let (bytes, queries) = bank();
+    let k = 5;
+    let full = block_on(LatentLens::load(block_on(BankReader::open(Box::new(MemorySource::new(bytes.clone())))).unwrap())).unwrap();
+    let want = block_on(full.explain(queries, k)).unwrap();
+
+    let reader = block_on(BankReader::open(Box::new(Interleaved(MemorySource::new(bytes.clone()))))).unwrap();
+    let lens = Rc::new(block_on(LatentLens::open(reader)).unwrap());
+    let n_chunks = lens.load_progress().n_chunks;
+    // Two loads at once fetch the same chunk; it is kept once.
+    let (a, b) = block_on(futures::future::join(lens.load_next_chunk(), lens.load_next_chunk()));
+    assert_eq!(a.unwrap(), b.unwrap());
+    let p = lens.load_progress();
+    assert_eq!((p.chunks_loaded, p.rows_loaded), (1, ROWS_PER_CHUNK as u64));
+    // A query and a load interleaved on one shared bank: the query answers
+    // from the rows it saw, the load lands, nothing is borrowed across awaits.
+    let shared = lens.clone();
+    let (partial, loaded) = block_on(futures::future::join(shared.explain(queries, k), lens.load_next_chunk()));
+    let partial = partial.unwrap();
+    assert_eq!(loaded.unwrap().map(|p| p.chunks_loaded), Some(2));
+    assert!(partial.iter().all(|l| l.len() == k));
+    while block_on(lens.load_next_chunk()).unwrap().is_some() {}
+    assert_eq!(lens.load_progress().chunks_loaded, n_chunks);
+    assert_eq!(block_on(lens.explain(queries, k)).unwrap(), want, "the grown bank answers like the fully loaded one");
+    // What goes to the GPU is exactly the rows loaded.
+    let rows = lens.load_progress().rows_loaded as usize;
+    let code_bytes = lens.reader().code_bytes();
+    for slot in 0..lens.bank_layers().len() {
+        let (c, r) = lens.with_layer_rows(slot, |_, c, r| (c.len(), r.map(<[u8]>::len))).unwrap();
+        assert_eq!(c, rows * code_bytes);
+        assert_eq!(r, (lens.reader().refine_bytes() > 0).then_some(rows * lens.reader().refine_bytes()));
+    }
+    assert!(lens.with_layer_rows(lens.bank_layers().len(), |_, _, _| ()).is_none());
 }

@@ -113,7 +113,7 @@ async fn progressive_search_in_the_browser_refines_to_the_full_result() {
     let want = full.explain(&queries, k).await.unwrap();
     let want_hits = full.search(&queries, k).unwrap();
 
-    let mut lens = LatentLens::open(r).await.unwrap();
+    let lens = LatentLens::open(r).await.unwrap();
     assert!(lens.search(&queries, k).unwrap().iter().all(Vec::is_empty));
     let p = lens.load_next_chunk().await.unwrap().unwrap();
     assert_eq!(p.rows_loaded, u64::from(rpc));

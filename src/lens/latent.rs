@@ -4,22 +4,32 @@
 //! product-quantized bank, merged across bank layers, read out as whole words
 //! inside their sentence.
 
+use std::cell::RefCell;
+
 use super::readout::whole_word;
 use super::{Method, Neighbour};
 use crate::bank::pq::ProductQuantizer;
 use crate::bank::{BankError, BankReader, RowMeta};
 use crate::search::{merge_layers, pq_search, Hit, PqSearchParams};
 
-/// One bank layer held in memory: its quantizer, codes and refinement data.
+/// One bank layer: its LLM layer and quantizer (read at open, never change).
 #[derive(Debug)]
 struct LayerIndex {
     /// LLM layer (hidden-state index) the vectors were taken at.
     llm_layer: usize,
     pq: ProductQuantizer,
-    /// `[rows, code_bytes]`
-    codes: Vec<u8>,
-    /// `[rows, refine_bytes]`, empty without refinement.
-    refine: Vec<u8>,
+}
+
+/// The rows loaded so far, `[0, meta.len())`; they only grow, chunk by chunk.
+#[derive(Debug, Default)]
+struct Rows {
+    /// Per bank-layer slot: `[rows, code_bytes]`.
+    codes: Vec<Vec<u8>>,
+    /// Per bank-layer slot: `[rows, refine_bytes]`, empty without refinement.
+    refine: Vec<Vec<u8>>,
+    /// `[rows]`, the same for every layer.
+    meta: Vec<RowMeta>,
+    chunks_loaded: u64,
 }
 
 /// How much of a bank's rows a [`LatentLens`] holds (progressive loading).
@@ -51,11 +61,15 @@ impl LoadProgress {
 /// does it all at once. Sentences are never loaded up front: they are read
 /// (one sentence block per range read, cached) only for the hits that
 /// [`explain`](Self::explain) or [`neighbours`](Self::neighbours) return.
+///
+/// Loading takes `&self`, so one shared bank (the browser's `Rc`) can grow
+/// while it answers queries: the rows sit behind a `RefCell` that is borrowed
+/// only inside synchronous code, never across an `.await`. A search sees the
+/// rows loaded when it runs; rows only grow, so hits stay valid afterwards.
 pub struct LatentLens {
     reader: BankReader,
     layers: Vec<LayerIndex>,
-    meta: Vec<RowMeta>,
-    chunks_loaded: u64,
+    rows: RefCell<Rows>,
     /// Candidates reranked with refinement data per layer.
     pub shortlist: usize,
 }
@@ -64,7 +78,7 @@ impl LatentLens {
     /// Reads every layer's quantizer and codes and the row metadata
     /// (sentences stay in the file and are read for displayed hits only).
     pub async fn load(reader: BankReader) -> Result<Self, BankError> {
-        let mut me = Self::open(reader).await?;
+        let me = Self::open(reader).await?;
         while me.load_next_chunk().await?.is_some() {}
         Ok(me)
     }
@@ -84,17 +98,19 @@ impl LatentLens {
                     reader.code_bytes()
                 )));
             }
-            layers.push(LayerIndex { llm_layer: l as usize, pq, codes: Vec::new(), refine: Vec::new() });
+            layers.push(LayerIndex { llm_layer: l as usize, pq });
         }
-        Ok(Self { reader, layers, meta: Vec::new(), chunks_loaded: 0, shortlist: 100 })
+        let rows = Rows { codes: vec![Vec::new(); layers.len()], refine: vec![Vec::new(); layers.len()], ..Rows::default() };
+        Ok(Self { reader, layers, rows: RefCell::new(rows), shortlist: 100 })
     }
 
     /// Loads the next row chunk (codes and refinement data of every layer,
     /// row metadata); `None` when every chunk is already loaded. Chunks load
     /// in order, so the searchable rows are always `[0, rows_loaded)`. On
-    /// error nothing of the chunk is kept (calling again retries it).
-    pub async fn load_next_chunk(&mut self) -> Result<Option<LoadProgress>, BankError> {
-        let c = self.chunks_loaded;
+    /// error nothing of the chunk is kept (calling again retries it). Two
+    /// calls running at once fetch the same chunk and keep it once.
+    pub async fn load_next_chunk(&self) -> Result<Option<LoadProgress>, BankError> {
+        let c = self.rows.borrow().chunks_loaded;
         if c >= self.reader.n_chunks() {
             return Ok(None);
         }
@@ -110,33 +126,56 @@ impl LatentLens {
         if meta.len() != n {
             return Err(BankError::Corrupt(format!("row chunk {c} has {} metadata rows, expected {n}", meta.len())));
         }
-        for ((l, cd), rf) in self.layers.iter_mut().zip(codes).zip(refine) {
-            l.codes.extend(cd);
-            l.refine.extend(rf);
+        // No await from here on: the rows are borrowed only while appending.
+        let mut guard = self.rows.borrow_mut();
+        let r = &mut *guard;
+        // A concurrent call may have appended this chunk meanwhile: keep one copy.
+        if r.chunks_loaded == c {
+            for (all, cd) in r.codes.iter_mut().zip(codes) {
+                all.extend(cd);
+            }
+            for (all, rf) in r.refine.iter_mut().zip(refine) {
+                all.extend(rf);
+            }
+            r.meta.extend(meta);
+            r.chunks_loaded += 1;
         }
-        self.meta.extend(meta);
-        self.chunks_loaded += 1;
+        drop(guard);
         Ok(Some(self.load_progress()))
     }
 
     /// How much is loaded.
     pub fn load_progress(&self) -> LoadProgress {
+        let r = self.rows.borrow();
         LoadProgress {
-            chunks_loaded: self.chunks_loaded,
+            chunks_loaded: r.chunks_loaded,
             n_chunks: self.reader.n_chunks(),
-            rows_loaded: self.meta.len() as u64,
+            rows_loaded: r.meta.len() as u64,
             n_rows: self.reader.n_rows(),
         }
     }
 
     /// Whether every row chunk is loaded.
     pub fn is_complete(&self) -> bool {
-        self.chunks_loaded >= self.reader.n_chunks()
+        self.rows.borrow().chunks_loaded >= self.reader.n_chunks()
     }
 
     /// Rows searchable now (`[0, rows_loaded)`).
     pub fn rows_loaded(&self) -> u64 {
-        self.meta.len() as u64
+        self.rows.borrow().meta.len() as u64
+    }
+
+    /// Calls `f` with bank-layer `slot`'s quantizer, its codes
+    /// `[rows_loaded, code_bytes]` and refinement data `[rows_loaded,
+    /// refine_bytes]` (`None` without refinement), e.g. to upload them to the
+    /// GPU search kernels without reading the bank again; `None` for a slot out
+    /// of range. `f` runs synchronously, so the rows cannot grow meanwhile.
+    pub fn with_layer_rows<R>(&self, slot: usize, f: impl FnOnce(&ProductQuantizer, &[u8], Option<&[u8]>) -> R) -> Option<R> {
+        let l = self.layers.get(slot)?;
+        let r = self.rows.borrow();
+        let codes = r.codes.get(slot)?;
+        let refine = r.refine.get(slot).filter(|x| !x.is_empty()).map(Vec::as_slice);
+        Some(f(&l.pq, codes, refine))
     }
 
     /// Loads a bank file (native convenience).
@@ -193,7 +232,8 @@ impl LatentLens {
             ))
             .into());
         }
-        if self.meta.is_empty() {
+        let rows = self.rows.borrow();
+        if rows.meta.is_empty() {
             crate::search::check_k(k)?;
             return Ok(vec![Vec::new(); queries.len() / d]);
         }
@@ -204,10 +244,10 @@ impl LatentLens {
             row.iter_mut().for_each(|x| *x /= n);
         }
         let mut per_layer = Vec::with_capacity(self.layers.len());
-        for (slot, l) in self.layers.iter().enumerate() {
+        for (slot, (l, codes)) in self.layers.iter().zip(&rows.codes).enumerate() {
             let p = PqSearchParams { k, shortlist: self.shortlist, layer: slot as u16, ..PqSearchParams::default() };
-            let refine = (!l.refine.is_empty()).then_some(l.refine.as_slice());
-            per_layer.push(pq_search(&l.pq, &l.codes, refine, &q, &p)?);
+            let refine = rows.refine.get(slot).filter(|x| !x.is_empty()).map(Vec::as_slice);
+            per_layer.push(pq_search(&l.pq, codes, refine, &q, &p)?);
         }
         Ok(merge_layers(&per_layer, k)?)
     }
@@ -223,11 +263,15 @@ impl LatentLens {
     }
 
     async fn neighbour(&self, rank: usize, h: &Hit) -> Result<Neighbour, BankError> {
-        let m = self.meta.get(h.row as usize).ok_or(BankError::OutOfRange {
-            what: "row",
-            index: u64::from(h.row),
-            count: self.meta.len() as u64,
-        })?;
+        // Copied out: no borrow of the rows is held across the sentence read.
+        let m = {
+            let rows = self.rows.borrow();
+            *rows.meta.get(h.row as usize).ok_or(BankError::OutOfRange {
+                what: "row",
+                index: u64::from(h.row),
+                count: rows.meta.len() as u64,
+            })?
+        };
         let sentence = self.reader.sentence(m.sentence_id).await?;
         let (s, e) = (m.span_start as usize, m.span_end as usize);
         let token = sentence.get(s..e).unwrap_or_default().to_string();

@@ -43,6 +43,7 @@ for (let i = 0; i < RUNS; i++) {
   coldBytes.push(counter.bytes);
   // The page moves the search to WebGPU after the first neighbours, when there is an adapter.
   await page.waitForSelector("body[data-search]", { timeout: 120000 });
+  await page.waitForSelector('body[data-bank="complete"]', { timeout: 120000 }); // search the whole bank
   backend = await page.getAttribute("body", "data-search");
   const r = await page.evaluate(() => window.latentlensPage.searchAll(10));
   (backend === "webgpu" ? searchGpu : searchCpu).push(r.ms);
@@ -54,6 +55,7 @@ for (let i = 0; i < RUNS; i++) {
   // The same on the CPU search (?gpu=0).
   await page.goto(`${server.url}?preset=tiny&gpu=0&sample=chelsea.png`);
   await page.waitForFunction(() => performance.getEntriesByName("first-neighbours").length > 0, null, { timeout: 120000 });
+  await page.waitForSelector('body[data-bank="complete"]', { timeout: 120000 });
   if (backend === "webgpu") searchCpu.push((await page.evaluate(() => window.latentlensPage.searchAll(10))).ms);
   await ctx.close();
 }

@@ -45,6 +45,32 @@ function buildBank(model, lines, name) {
 const XSS = `<img src=x onerror="window.__xss=1">`;
 buildBank(MODEL, sentences.slice(0, 300).map((s) => { const w = s.split(" "); w.splice(Math.min(3, w.length), 0, XSS); return w.join(" "); }), "xss");
 buildBank("tests/fixtures/tiny/llava_siglip_qwen2", sentences.slice(0, 300), "wrong");
+// A bank of the tiny model large enough to span several 256 KiB download chunks (every
+// context kept, 1,024 rows per chunk: 30 chunks, 1.4 MB), for the progressive-search test.
+const progressiveBank = join(testDir, "progressive.llbank");
+{
+  const corpus = join(OUT, "progressive.txt");
+  writeFileSync(corpus, sentences.join("\n") + "\n");
+  run(BIN, ["build-bank", "--model", MODEL, "--corpus", corpus, "--out", progressiveBank, "--max-contexts", "1000000", "--rows-per-chunk", "1024"]);
+}
+const nativeProgressive = JSON.parse(run(BIN, ["inspect", "--model", MODEL, "--bank", progressiveBank, PHOTO, "--json", "--k", String(K)]));
+/** Byte range [from, to) of the bank file holding row chunks 1.. but no sentence block, cut at the
+ *  page's 256 KiB download grid (HttpSource's default chunk size): a Range request starting in
+ *  it fetches later row chunks only, never chunk 0 (written first) nor a sentence (written last). */
+function laterChunksRange(file, grid = 256 * 1024) {
+  const b = readFileSync(file);
+  const tableOffset = Number(b.readBigUInt64LE(40)), entries = b.readUInt32LE(48);
+  let rows1 = Infinity, sentences = Infinity;
+  for (let i = 0; i < entries; i++) {
+    const e = tableOffset + 32 * i;
+    const kind = b.readUInt16LE(e), chunk = b.readUInt32LE(e + 4), offset = Number(b.readBigUInt64LE(e + 8));
+    if ([2, 3, 4].includes(kind) && chunk >= 1) rows1 = Math.min(rows1, offset);
+    if (kind === 5) sentences = Math.min(sentences, offset);
+  }
+  return [rows1, Math.floor(sentences / grid) * grid];
+}
+const held = laterChunksRange(progressiveBank);
+if (Math.ceil(held[0] / (256 * 1024)) >= held[1] / (256 * 1024)) throw new Error(`progressive.llbank is too small to hold back any download chunk: ${held}`);
 
 // A tiled model (tiny SmolVLM / Idefics3 layout, random weights), served as a custom model URL.
 const SMOLVLM = "tests/fixtures/tiny/smolvlm_llama";
@@ -61,11 +87,12 @@ page.on("pageerror", (e) => consoleErrors.push(String(e)));
 page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
 
 /** Words and scores of one column, as rendered. */
-async function column(method) {
-  return page.$$eval(`#col-${method} li.nb`, (lis) => lis.map((li) => ({ word: li.querySelector(".word")?.textContent ?? "", score: Number(li.dataset.score) })));
+async function column(method, pg = page) {
+  return pg.$$eval(`#col-${method} li.nb`, (lis) => lis.map((li) => ({ word: li.querySelector(".word")?.textContent ?? "", score: Number(li.dataset.score) })));
 }
-async function waitSelection(patch, layer) {
-  await page.waitForSelector(`#columns[data-patch="${patch}"][data-layer="${layer}"]`, { timeout: 30000 });
+/** Waits until the columns show patch × layer, searched over the whole bank (unless `partial`). */
+async function waitSelection(patch, layer, pg = page, partial = false) {
+  await pg.waitForSelector(`#columns[data-patch="${patch}"][data-layer="${layer}"]${partial ? "" : ":not([data-partial])"}`, { timeout: 30000 });
 }
 /** Page list vs native list: same scores (1e-3), same words except where scores tie within 1e-3. */
 function compare(pageList, nativeList, what) {
@@ -83,6 +110,8 @@ async function uploadPhoto() {
   await page.setInputFiles("#file", PHOTO);
   await page.waitForSelector('body[data-state="ready"]', { timeout: 60000 });
   await page.waitForSelector("#col-embedding li.nb", { timeout: 30000 });
+  // The bank's later row chunks load after the first neighbours: wait for all of them.
+  await page.waitForSelector('body[data-bank="complete"], body[data-bank="none"]', { timeout: 60000 });
 }
 
 console.log(`e2e: ${server.url}`);
@@ -97,8 +126,9 @@ await test("the page loads the tiny test model and its bank", async () => {
 let adapter = false;
 await test("the search runs on WebGPU when the browser has an adapter, else the page says CPU", async () => {
   adapter = await page.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())));
-  // The page moves the search to WebGPU shortly after loading (or after the first neighbours).
-  await page.waitForSelector("body[data-search]", { timeout: 60000 });
+  // The page moves the search to WebGPU shortly after loading (or after the first neighbours);
+  // a bank still loading goes there with its last chunk.
+  await page.waitForSelector('body[data-search][data-bank="complete"]', { timeout: 60000 });
   const footer = await page.textContent("#backend");
   const notice = (await page.isVisible("#notice")) ? await page.textContent("#notice") : "";
   console.log(`      (WebGPU adapter: ${adapter}; ${footer}${notice ? "; " + notice : ""})`);
@@ -141,21 +171,21 @@ await test("arrow keys move the locked patch on the grid", async () => {
   await waitSelection(10, 2);
 });
 
-async function compareAll() {
+async function compareAll(answer = native, pg = page) {
   let n = 0;
-  for (const item of native.items) {
-    for (const layer of native.query_layers) {
-      await page.evaluate(([p, l]) => { window.latentlensPage.setLayer(l); window.latentlensPage.selectPatch(p); }, [item.index, layer]);
-      await waitSelection(item.index, layer);
-      for (const m of ["latent", "embedding", "logit"]) { compare(await column(m), item.layers[String(layer)][m], `patch ${item.index} layer ${layer} ${m}`); n++; }
+  for (const item of answer.items) {
+    for (const layer of answer.query_layers) {
+      await pg.evaluate(([p, l]) => { window.latentlensPage.setLayer(l); window.latentlensPage.selectPatch(p); }, [item.index, layer]);
+      await waitSelection(item.index, layer, pg);
+      for (const m of ["latent", "embedding", "logit"]) { compare(await column(m, pg), item.layers[String(layer)][m], `patch ${item.index} layer ${layer} ${m}`); n++; }
     }
   }
   console.log(`      (${n} lists compared)`);
 }
-await test("every patch × layer × method equals `latentlens inspect --json`", compareAll);
+await test("every patch × layer × method equals `latentlens inspect --json`", () => compareAll());
 
 await test("the Mid-Layer Leap chart equals the native leap table", async () => {
-  await page.waitForSelector("#leap .leapCell");
+  await page.waitForSelector("#leap:not([data-partial]) .leapCell");
   const cells = await page.$$eval("#leap .leapCell", (c) => c.map((x) => x.textContent));
   const bl = native.bank_layers;
   assert(cells.length === native.query_layers.length * bl.length, `${cells.length} cells`);
@@ -200,6 +230,48 @@ await test("a broken connection mid-download resumes from the cache after reload
   assert(bank.includes("from cache"), `bank progress after the resumed download: ${bank}`);
   console.log(`      (${requests} requests before the break was lifted; after reload: ${bank})`);
   await c2.close();
+});
+
+await test("LatentLens answers from the first bank chunks while the rest downloads, then equals the native CLI", async () => {
+  const c4 = await browser.newContext(); // empty cache
+  const p4 = await c4.newPage();
+  p4.on("pageerror", (e) => consoleErrors.push(String(e)));
+  // Hold back every Range request for the later row chunks until the first neighbours are shown.
+  let release;
+  const gate = new Promise((r) => (release = r));
+  let heldBack = 0;
+  await c4.route("**/test/progressive.llbank", async (r) => {
+    const m = /bytes=(\d+)-/.exec((await r.request().allHeaders())["range"] ?? "");
+    const start = m ? Number(m[1]) : 0;
+    if (start >= held[0] && start < held[1]) { heldBack++; await gate; }
+    await r.continue();
+  });
+  try {
+    // CPU search (?gpu=0): SwiftShader takes seconds per layer for 30,000 rows; WebGPU search of a
+    // completed bank is covered by the tiny-bank tests above (its 5 row chunks load the same way).
+    await p4.goto(`${server.url}?model=default/model/&bank=test/progressive.llbank&gpu=0`);
+    await p4.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
+    await p4.setInputFiles("#file", PHOTO);
+    await p4.waitForSelector("#col-latent li.nb", { timeout: 60000 });
+    await p4.waitForFunction(() => document.querySelector("#columns")?.dataset.patch !== undefined, null, { timeout: 30000 });
+    const bankState = await p4.getAttribute("body", "data-bank");
+    const partial = await p4.getAttribute("#columns", "data-partial");
+    const note = await p4.textContent("#bankState");
+    const first = await column("latent", p4);
+    assert(heldBack >= 1, `no request for the later chunks was held back (range ${held})`);
+    assert(bankState === "partial" && partial !== null && Number(partial) < 100, `bank ${bankState}, columns partial=${partial}`);
+    assert(/bank \d+% loaded/.test(note), `progress note: ${note}`);
+    assert(first.length === K, `${first.length} LatentLens neighbours from the first chunks`);
+    await p4.screenshot({ path: join(OUT, "progressive-partial.png"), fullPage: true });
+    release();
+    await p4.waitForSelector('body[data-bank="complete"]', { timeout: 60000 });
+    assert((await p4.textContent("#bankState")) === "", "the progress note stays after the bank completed");
+    console.log(`      (first neighbours with ${partial}% of the bank, ${heldBack} request(s) held back: ${first.map((n) => n.word).join(", ")})`);
+    await compareAll(nativeProgressive, p4);
+  } finally {
+    release();
+    await c4.close();
+  }
 });
 
 await test("with ?gpu=0 (CPU search) every list also equals the native CLI", async () => {

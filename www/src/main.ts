@@ -1,7 +1,7 @@
 // The UI thread: renders; never computes. Every model/bank operation is a
 // typed request to the Worker (worker.ts). All text that comes from a model or
 // a bank is written with textContent — never as HTML.
-import type { Backend, ImageInfo, Leap, Neighbour, Patch, Scene } from "latentlens";
+import type { Backend, BankProgress, ImageInfo, Leap, Neighbour, Patch, Scene } from "latentlens";
 import type { Event, FromWorker, LayerSummary, PresetSpec, QueryResult, Request, ResultMap, SearchAllResult } from "./protocol";
 
 const K = 5;
@@ -68,8 +68,10 @@ interface State {
   numStates: number;
   /** The generated scene shown (its per-patch ground truth), or null for photos. */
   scene: Scene | null;
+  /** How much of the bank is loaded (LatentLens answers from these rows), or null without a bank. */
+  bank: BankProgress | null;
 }
-const st: State = { loaded: false, hasBank: false, image: null, bitmap: null, tile: 0, layer: 0, hover: null, locked: null, summary: null, numStates: 0, scene: null };
+const st: State = { loaded: false, hasBank: false, image: null, bitmap: null, tile: 0, layer: 0, hover: null, locked: null, summary: null, numStates: 0, scene: null, bank: null };
 const selected = () => st.hover ?? st.locked;
 
 // ---- progress, notices, errors ---------------------------------------------
@@ -89,6 +91,32 @@ function onEvent(e: Event) {
     const cached = e.fromCache ? ` · ${mb(e.fromCache)} from cache` : "";
     text.textContent = `${mb(e.loaded)}${e.total ? " / " + mb(e.total) : ""} · ${mb(e.rate)}/s${cached}${e.done ? " ✓" : ""}`;
   } else if (e.type === "status") setStatus(e.text);
+  else if (e.type === "bank") onBankChunk(e);
+}
+
+// ---- progressive bank: results refine as its row chunks arrive -----------------
+const bankPct = (p: BankProgress) => Math.floor((100 * p.rowsLoaded) / Math.max(1, p.rowsTotal));
+/** Shows how much of the bank LatentLens searched; body[data-bank] = none | partial | complete | error. */
+function setBank(p: BankProgress | null, error = false) {
+  st.bank = p;
+  document.body.dataset.bank = error ? "error" : !p ? "none" : p.complete ? "complete" : "partial";
+  $("bankState").textContent = p && !p.complete
+    ? `· bank ${bankPct(p)}% loaded (${p.rowsLoaded.toLocaleString("en")} of ${p.rowsTotal.toLocaleString("en")} contexts)${error ? " — stopped" : ": results refine as the rest arrives"}`
+    : "";
+}
+let lastBankRefresh = 0;
+function onBankChunk(e: Extract<Event, { type: "bank" }>) {
+  if (!st.loaded || !st.hasBank) return; // a late event of a bank replaced meanwhile
+  setBank(e.progress, e.error !== undefined);
+  if (e.error) { showError(`The bank stopped loading — ${e.error} (LatentLens shows what was loaded; reload to resume)`); return; }
+  showBackend(e.backend);
+  if (document.body.dataset.search) document.body.dataset.search = e.backend.search;
+  const done = e.progress?.complete ?? false;
+  // Refine what is shown: at most every 400 ms while chunks arrive, always at the end.
+  if (!st.image || (!done && performance.now() - lastBankRefresh < 400)) return;
+  lastBankRefresh = performance.now();
+  void refreshLayer();
+  if (done) void refreshLeap();
 }
 const mb = (b: number) => (b >= 1e6 ? (b / 1e6).toFixed(1) + " MB" : (b / 1e3).toFixed(1) + " kB");
 function setStatus(t: string) { $("modelLabel").textContent = t; }
@@ -117,6 +145,7 @@ async function loadPreset() {
   const abs = (u: string) => (u ? new URL(u, location.href).href : "");
   const p = { ...rel, modelBase: abs(rel.modelBase), bankUrl: abs(rel.bankUrl) };
   st.loaded = false;
+  setBank(null);
   bars.clear();
   $("progress").replaceChildren();
   setStatus(`loading ${p.label}…`);
@@ -125,6 +154,7 @@ async function loadPreset() {
     const r = await call({ type: "load", preset: p });
     st.loaded = true;
     st.hasBank = r.bank !== null;
+    setBank(r.bank?.progress ?? null, r.bankError !== null);
     st.numStates = r.model.numStates;
     gpuPending = true;
     delete document.body.dataset.search;
@@ -277,6 +307,10 @@ async function refreshColumns() {
   const shows = truth ? ` · ground truth: ${truth.objects.length ? truth.objects.join(", ") : "background"} on ${truth.background.join("/") || "?"}` : "";
   $("patchLabel").textContent = `patch ${p} · tile ${info.tile} · row ${info.row} · col ${info.col}` + (st.locked === p && st.hover === null ? " (locked)" : "") + shows;
   const gen = ++queryGen;
+  const ol = $("columns");
+  // Marked again once this selection's results are shown (tests wait for that).
+  delete ol.dataset.patch;
+  delete ol.dataset.layer;
   try {
     const r: QueryResult = await call({ type: "query", patch: p, layer: st.layer, k: K });
     if (gen !== queryGen) return;
@@ -285,7 +319,9 @@ async function refreshColumns() {
     renderColumn("logit", r.logit);
     if (performance.getEntriesByName("first-neighbours").length === 0) performance.mark("first-neighbours");
     if (gpuPending) void enableGpu();
-    const ol = $("columns");
+    // LatentLens searched part of the bank: say so (the columns refine as chunks arrive).
+    if (r.latent && r.bank && !r.bank.complete) ol.dataset.partial = String(bankPct(r.bank));
+    else delete ol.dataset.partial;
     ol.dataset.patch = String(p);
     ol.dataset.layer = String(st.layer);
   } catch (e) { showError(e); }
@@ -335,11 +371,12 @@ async function refreshLeap() {
   if (!st.hasBank || !st.image) { box.textContent = "Load a bank and an image."; return; }
   box.textContent = "computing…";
   try {
+    const partial = st.bank !== null && !st.bank.complete;
     const leap: Leap = await call({ type: "leap" });
-    renderLeap(leap);
+    renderLeap(leap, partial);
   } catch (e) { box.textContent = ""; showError(e); }
 }
-function renderLeap(leap: Leap) {
+function renderLeap(leap: Leap, partial: boolean) {
   const box = $("leap");
   box.classList.remove("muted");
   const grid = el("div", "leapGrid");
@@ -360,7 +397,10 @@ function renderLeap(leap: Leap) {
       grid.append(cell);
     });
   });
-  box.replaceChildren(el("p", "sub", "Share of patches whose top-1 LatentLens match comes from each bank layer."), grid);
+  const note = partial ? " (from the first chunks of the bank; recomputed when it is complete)" : "";
+  if (partial) box.dataset.partial = "1";
+  else delete box.dataset.partial;
+  box.replaceChildren(el("p", "sub", `Share of patches whose top-1 LatentLens match comes from each bank layer${note}.`), grid);
 }
 
 // ---- interaction -----------------------------------------------------------

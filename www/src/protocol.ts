@@ -1,7 +1,7 @@
 // Typed messages between the UI thread (main.ts) and the Worker (worker.ts)
 // that owns the wasm module. Every request carries an id; the worker answers
 // each with exactly one Response, and sends Events (progress, status) at any time.
-import type { BankInfo, Backend, ImageInfo, Leap, ModelInfo, Neighbour, Scene } from "latentlens";
+import type { BankInfo, BankProgress, Backend, ImageInfo, Leap, ModelInfo, Neighbour, Scene } from "latentlens";
 
 /** Where a model and (optionally) its bank come from. */
 export interface PresetSpec {
@@ -27,7 +27,8 @@ export type Request =
   | { id: number; type: "scene"; seed: number; bundleUrl: string };
 
 export interface LoadResult { model: ModelInfo; bank: BankInfo | null; backend: Backend; bankError: string | null }
-export interface QueryResult { latent: Neighbour[] | null; embedding: Neighbour[]; logit: Neighbour[] }
+/** `bank`: how much of the bank was loaded when the query ran (LatentLens is partial until `complete`). */
+export interface QueryResult { latent: Neighbour[] | null; embedding: Neighbour[]; logit: Neighbour[]; bank: BankProgress | null }
 /** Per patch: top-1 LatentLens score minus top-1 EmbeddingLens score (null without a bank). */
 export interface LayerSummary { layer: number; contextualMinusVocab: number[] | null; latentTop1: string[] | null }
 export interface SearchAllResult { ms: number; queries: number }
@@ -53,6 +54,8 @@ export type Response =
 export type Event =
   | { type: "progress"; label: string; loaded: number; total: number | null; rate: number; done: boolean; fromCache?: number }
   | { type: "status"; text: string }
+  /** A bank chunk arrived (or loading stopped with `error`): LatentLens results refine. */
+  | { type: "bank"; progress: BankProgress | null; backend: Backend; error?: string }
   | { type: "ready" };
 
 export type FromWorker = Response | Event;

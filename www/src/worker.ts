@@ -1,7 +1,8 @@
 // The Worker that owns the wasm module: downloads (with progress), the model
 // forward and every search run here, so the UI thread never freezes.
-// Requests are handled one at a time, in arrival order.
-import init, { Inspector, SceneMaker, type DownloadProgress, type Scene } from "latentlens";
+// Requests are handled one at a time, in arrival order; the bank's row chunks
+// load beside them (pumpBank), so queries answer from the first chunk on.
+import init, { Inspector, SceneMaker, type BankProgress, type DownloadProgress, type Scene } from "latentlens";
 import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
 
 const K = 5;
@@ -28,6 +29,7 @@ function progress(p: DownloadProgress) {
 async function load(p: PresetSpec): Promise<LoadResult> {
   if (!wasmReady) wasmReady = init();
   await wasmReady;
+  bankGen++; // stops the previous bank's pump
   inspector?.free();
   inspector = null;
   post({ type: "status", text: "downloading the model…" });
@@ -44,11 +46,35 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
 }
 
-/** The bank by HTTP Range requests (chunks cached in the Cache API), with progress. */
+/** The bank by HTTP Range requests (chunks cached in the Cache API), with progress.
+ *  Resolves once its first row chunk is in; the rest loads beside the requests. */
 async function loadBank(url: string) {
   const insp = need();
   post({ type: "status", text: "reading the bank…" });
-  return insp.loadBankUrl(url, progress);
+  const gen = ++bankGen;
+  const info = await insp.loadBankUrl(url, progress);
+  if (!info.progress.complete) setTimeout(() => void pumpBank(insp, gen), 0); // after this answer is posted
+  return info;
+}
+
+/** Loads the bank's remaining row chunks one by one, outside the request queue (a
+ *  query runs between two chunks and sees every chunk loaded before it starts),
+ *  posting the progress after each so the page refines its columns. Stops when the
+ *  bank is complete, on an error (posted), or when another model or bank replaces it. */
+let bankGen = 0;
+async function pumpBank(insp: Inspector, gen: number) {
+  while (gen === bankGen) {
+    let p: BankProgress | null;
+    try {
+      p = await insp.loadNextBankChunk();
+    } catch (e) {
+      if (gen === bankGen) post({ type: "bank", progress: insp.bankProgress(), backend: insp.backend(), error: errorText(e) });
+      return;
+    }
+    if (gen !== bankGen || p === null) return;
+    post({ type: "bank", progress: p, backend: insp.backend() });
+    if (p.complete) return;
+  }
 }
 
 function need(): Inspector {
@@ -58,10 +84,13 @@ function need(): Inspector {
 
 async function query(patch: number, layer: number, k: number): Promise<QueryResult> {
   const insp = need();
+  // Read before the LatentLens query: rows only grow, so it searched at least these
+  // (`complete` is exact: a query that started on fewer rows cannot claim it).
+  const bank = insp.bankProgress();
   const latent = insp.bankInfo() ? await insp.query(patch, layer, "latent", k) : null;
   const embedding = await insp.query(patch, layer, "embedding", k);
   const logit = await insp.query(patch, layer, "logit", k);
-  return { latent, embedding, logit };
+  return { latent, embedding, logit, bank };
 }
 
 async function layerSummary(layer: number): Promise<LayerSummary> {

@@ -16,13 +16,13 @@ use latentlens::gpu::attention::{attention_once, attention_reference, AttnShape}
 use latentlens::gpu::embed::{embed_once, embed_reference};
 use latentlens::gpu::forward::ForwardKernels;
 use latentlens::gpu::gelu::{erf_as, gelu_once, gelu_reference, GeluKind};
-use latentlens::gpu::matmul::{matmul_once, matmul_reference};
+use latentlens::gpu::matmul::{matmul_f16_reference, matmul_once, matmul_once_with, matmul_reference};
 use latentlens::gpu::norm::{norm_once, norm_reference, NormKind};
 use latentlens::gpu::permute::{permute_once, permute_reference, Permute};
 use latentlens::gpu::quant::{HostMatrix, WeightFormat};
 use latentlens::gpu::rope::{rope_once, rope_reference, rope_tables};
 use latentlens::gpu::swiglu::{swiglu_once, swiglu_reference};
-use latentlens::gpu::{GpuError, GpuOptions};
+use latentlens::gpu::{GpuError, GpuOptions, Precision};
 
 fn fk() -> Option<&'static ForwardKernels> {
     static FK: OnceLock<Option<ForwardKernels>> = OnceLock::new();
@@ -144,6 +144,112 @@ fn matmul_matches_twin_on_every_format_and_edge_shape() {
         }
         eprintln!("matmul {fmt:?} [{t}×{k}]·[{n}×{k}]ᵀ: max abs diff {:.2e}", max_abs_diff(&got, &want));
     }
+}
+
+/// Largest `|a − b| / (Σ_k |x·w| + 1)` over the outputs: the error relative to the scale of
+/// the dot product (what an f16 rounding of the operands can move).
+fn max_rel_dot_err(a: &[f32], b: &[f32], x: &[f32], wd: &[f32], t: usize, n: usize, k: usize) -> f64 {
+    let mut worst = 0f64;
+    for r in 0..t {
+        for c in 0..n {
+            let absdot: f64 = (0..k).map(|i| (x[r * k + i] as f64 * wd[c * k + i] as f64).abs()).sum();
+            let e = (a[r * n + c] as f64 - b[r * n + c] as f64).abs() / (absdot + 1.0);
+            assert!(e.is_finite(), "non-finite output at ({r},{c}): {} vs {}", a[r * n + c], b[r * n + c]);
+            worst = worst.max(e);
+        }
+    }
+    worst
+}
+
+#[test]
+fn matmul_f16_matches_its_twin_on_every_format_and_edge_shape() {
+    let Some(fk) = fk() else { return };
+    if !fk.has_f16() {
+        eprintln!("!!!!! adapter has no shader-f16: f16 matmul not run (its refusal is tested) !!!!!");
+        return;
+    }
+    let mut rng = Rng(11);
+    // (t, n, k, format, bias, accumulate): n, k off the 64×64×32 tile, one token, one row
+    let cases = [
+        (1, 1, 32, WeightFormat::Q8_0, false, false),
+        (1, 200, 576, WeightFormat::Q4_1, true, false),
+        (5, 70, 96, WeightFormat::Q4_1, false, true),
+        (67, 130, 64, WeightFormat::Q4_0, true, true),
+        (1, 65, 1536, WeightFormat::Q4_0, false, false),
+        (130, 65, 37, WeightFormat::F32, true, false),
+        (64, 64, 64, WeightFormat::Q8_0, false, false),
+        (9, 100, 320, WeightFormat::Q8_0, true, true),
+        (3, 129, 1, WeightFormat::F32, false, true),
+        (1, 3, 45, WeightFormat::F32, false, false),
+    ];
+    let (mut worst_twin, mut worst_f32) = (0f64, 0f64);
+    for (t, n, k, fmt, with_bias, acc) in cases {
+        let w = random_matrix(&mut rng, fmt, n, k);
+        let x = rng.vec(t * k);
+        let bias = with_bias.then(|| rng.vec(n));
+        let y0 = acc.then(|| rng.vec(t * n));
+        let got = block(matmul_once_with(fk, Precision::F16, &x, t, &w, bias.as_deref(), y0.as_deref())).unwrap();
+        let twin = matmul_f16_reference(&x, t, &w, bias.as_deref(), y0.as_deref()).unwrap();
+        let f32_ref = matmul_reference(&x, t, &w, bias.as_deref(), y0.as_deref()).unwrap();
+        let wd = w.dequantize();
+        let e_twin = max_rel_dot_err(&got, &twin, &x, &wd, t, n, k);
+        let e_f32 = max_rel_dot_err(&got, &f32_ref, &x, &wd, t, n, k);
+        eprintln!(
+            "matmul f16 {fmt:?} [{t}×{k}]·[{n}×{k}]ᵀ: vs twin max abs {:.2e} (rel {e_twin:.2e}), vs f32 max abs {:.2e} (rel {e_f32:.2e})",
+            max_abs_diff(&got, &twin),
+            max_abs_diff(&got, &f32_ref)
+        );
+        // the twin rounds exactly as the shader does: only f32 summation noise is left
+        assert!(e_twin <= 1e-6, "{fmt:?} t={t} n={n} k={k}: f16 kernel vs its twin, relative error {e_twin:.3e}");
+        // the f16 rounding itself stays within two operand roundings (2 × 2⁻¹¹ of Σ|x·w|)
+        assert!(e_f32 <= 2.0 * 2f64.powi(-11), "{fmt:?} t={t} n={n} k={k}: f16 vs f32 matmul, relative error {e_f32:.3e}");
+        worst_twin = worst_twin.max(e_twin);
+        worst_f32 = worst_f32.max(e_f32);
+    }
+    // the twin test is meaningful: the twin is far closer than the f32 kernel's numbers are
+    assert!(worst_f32 > 10.0 * worst_twin.max(1e-9), "f16 vs f32 {worst_f32:.3e} is not ≫ f16 vs twin {worst_twin:.3e}");
+}
+
+#[test]
+fn matmul_f16_saturates_outliers_at_the_largest_f16_like_its_twin() {
+    let Some(fk) = fk() else { return };
+    if !fk.has_f16() {
+        return;
+    }
+    // x beyond ±65504 (f16 would be inf), tiny values that are f16 subnormals, exact zeros
+    let (t, n, k) = (2, 5, 40);
+    let mut rng = Rng(13);
+    let mut x = rng.vec(t * k);
+    x[0] = 1.0e5;
+    x[3] = -7.0e4;
+    x[k + 1] = 3.0e-6;
+    x[k + 2] = 0.0;
+    let w = random_matrix(&mut rng, WeightFormat::F32, n, k);
+    let got = block(matmul_once_with(fk, Precision::F16, &x, t, &w, None, None)).unwrap();
+    let twin = matmul_f16_reference(&x, t, &w, None, None).unwrap();
+    assert!(got.iter().all(|v| v.is_finite()), "{got:?}");
+    let e = max_rel_dot_err(&got, &twin, &x, &w.dequantize(), t, n, k);
+    assert!(e <= 1e-6, "saturated f16 matmul vs twin: relative error {e:.3e}\n{got:?}\n{twin:?}");
+}
+
+#[test]
+fn f16_matmul_without_shader_f16_is_refused_naming_the_feature() {
+    let Some(ctx) = gpu_kit::open(GpuOptions { allow_f16: false, ..Default::default() }) else { return };
+    let fk = ForwardKernels::new_blocking(&ctx).expect("forward kernels compile without f16");
+    assert!(!fk.has_f16());
+    let mut rng = Rng(14);
+    let w = random_matrix(&mut rng, WeightFormat::Q8_0, 4, 32);
+    let x = rng.vec(32);
+    let e = block(matmul_once_with(&fk, Precision::F16, &x, 1, &w, None, None)).unwrap_err();
+    assert!(matches!(e, GpuError::MissingFeature("shader-f16")), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("shader-f16") && msg.contains("Precision::F32"), "{msg}");
+    let e = latentlens::gpu::matmul::GpuMatrix::upload_with(&fk, &w, Precision::F16).unwrap_err();
+    assert!(matches!(e, GpuError::MissingFeature("shader-f16")), "{e:?}");
+    // the f32 kernel still runs on that context
+    let got = block(matmul_once_with(&fk, Precision::F32, &x, 1, &w, None, None)).unwrap();
+    let want = matmul_reference(&x, 1, &w, None, None).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-4);
 }
 
 #[test]

@@ -83,15 +83,57 @@ fn every_wgsl_file_validates_with_naga() {
 }
 
 #[test]
-fn f16_kernel_is_rejected_without_the_f16_capability() {
-    let src = composed("exact_topk_f16.wgsl");
-    let module = naga::front::wgsl::parse_str(&src).expect("parses");
-    assert!(
-        Validator::new(ValidationFlags::all(), Capabilities::default())
-            .validate(&module)
-            .is_err(),
-        "the f16 variant must need SHADER_FLOAT16 (else it is not the f16 variant)"
-    );
+fn f16_kernels_are_rejected_without_the_f16_capability() {
+    for name in ["exact_topk_f16.wgsl", "matmul_f16.wgsl"] {
+        let src = composed(name);
+        let module = naga::front::wgsl::parse_str(&src).expect("parses");
+        assert!(
+            Validator::new(ValidationFlags::all(), Capabilities::SHADER_FLOAT16_IN_FLOAT32)
+                .validate(&module)
+                .is_err(),
+            "{name}: the f16 variant must need SHADER_FLOAT16 (else it is not the f16 variant)"
+        );
+    }
+}
+
+#[test]
+fn f16_matmul_is_the_f32_matmul_with_f16_tiles() {
+    // one host drives both: same params struct (layout checked below), same bindings, same
+    // entry point; and only the f16 file is flagged as needing shader-f16
+    let bindings = |name: &str| -> Vec<(u32, String, String)> {
+        let src = composed(name);
+        let module = validate(name, &src, Capabilities::SHADER_FLOAT16_IN_FLOAT32 | Capabilities::SHADER_FLOAT16);
+        let mut b: Vec<(u32, String, String)> = module
+            .global_variables
+            .iter()
+            .filter_map(|(_, g)| {
+                let rb = g.binding.as_ref()?;
+                let ty = format!("{:?}", module.types[g.ty].inner);
+                Some((rb.binding, g.name.clone().unwrap_or_default(), format!("{:?} {ty}", g.space)))
+            })
+            .collect();
+        b.sort();
+        b
+    };
+    assert_eq!(bindings("matmul_f16.wgsl"), bindings("matmul.wgsl"));
+    assert!(FwdKernel::MatmulF16.needs_f16() && !FwdKernel::Matmul.needs_f16());
+    assert!(FwdKernel::ALL.iter().filter(|k| k.needs_f16()).all(|k| needs_f16(k.file_name())));
+    assert!(FwdKernel::MatmulF16.source().starts_with("enable f16;"), "enable must stay first");
+    // half the workgroup memory of the f32 kernel
+    let wg_bytes = |name: &str| -> u32 {
+        let src = composed(name);
+        let module = validate(name, &src, Capabilities::all());
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        module
+            .global_variables
+            .iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, g)| layouter[g.ty].size)
+            .sum()
+    };
+    assert_eq!(wg_bytes("matmul.wgsl"), 16384);
+    assert_eq!(wg_bytes("matmul_f16.wgsl"), 8192);
 }
 
 #[test]

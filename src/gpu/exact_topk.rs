@@ -12,10 +12,12 @@ use super::{
     Candidate, FieldOffsets, GpuContext, GpuError, Kernel,
 };
 
-/// Storage precision of the vectors on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Storage precision on the GPU: of the vectors here, of the matmul tiles in
+/// [`super::matmul`] (and so of the WGSL text forward's projections).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// f32 (always available).
+    #[default]
     F32,
     /// f16 storage, f32 arithmetic; needs `shader-f16` ([`GpuContext::has_shader_f16`]).
     F16,

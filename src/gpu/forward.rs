@@ -2,7 +2,8 @@
 //! CPU twin) and [`ForwardKernels`], their compiled pipelines on a [`GpuContext`].
 //!
 //! Kernels: [`matmul`](super::matmul) (f32 / Q8_0 / Q4_0 / Q4_1 weights, dequantised in the
-//! shader, tiled in workgroup memory), [`norm`](super::norm) (RMSNorm, LayerNorm),
+//! shader, tiled in workgroup memory; an f16-tile variant compiled only when the context has
+//! `shader-f16`), [`norm`](super::norm) (RMSNorm, LayerNorm),
 //! [`rope`](super::rope) (HF `rotate_half`), [`attention`](super::attention) (causal or
 //! bidirectional, grouped-query, online softmax), [`swiglu`](super::swiglu),
 //! [`gelu`](super::gelu) (tanh, erf, quick), [`add`](super::add), [`embed`](super::embed),
@@ -27,6 +28,8 @@ const QUANT_COMMON: &str = include_str!("../../shaders/quant_common.wgsl");
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FwdKernel {
     Matmul,
+    /// f16 tiles, f32 accumulation; only on contexts with `shader-f16`.
+    MatmulF16,
     Norm,
     Rope,
     Attention,
@@ -39,8 +42,9 @@ pub enum FwdKernel {
 
 impl FwdKernel {
     /// All forward kernels.
-    pub const ALL: [FwdKernel; 9] = [
+    pub const ALL: [FwdKernel; 10] = [
         FwdKernel::Matmul,
+        FwdKernel::MatmulF16,
         FwdKernel::Norm,
         FwdKernel::Rope,
         FwdKernel::Attention,
@@ -55,6 +59,7 @@ impl FwdKernel {
     pub fn file_name(self) -> &'static str {
         match self {
             FwdKernel::Matmul => "matmul.wgsl",
+            FwdKernel::MatmulF16 => "matmul_f16.wgsl",
             FwdKernel::Norm => "norm.wgsl",
             FwdKernel::Rope => "rope.wgsl",
             FwdKernel::Attention => "attention.wgsl",
@@ -69,6 +74,7 @@ impl FwdKernel {
     fn raw(self) -> &'static str {
         match self {
             FwdKernel::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            FwdKernel::MatmulF16 => include_str!("../../shaders/matmul_f16.wgsl"),
             FwdKernel::Norm => include_str!("../../shaders/norm.wgsl"),
             FwdKernel::Rope => include_str!("../../shaders/rope.wgsl"),
             FwdKernel::Attention => include_str!("../../shaders/attention.wgsl"),
@@ -80,21 +86,40 @@ impl FwdKernel {
         }
     }
 
-    /// The WGSL the pipeline is built from (`quant_common.wgsl` prepended when the file says
+    /// Whether the kernel needs the `shader-f16` feature (compiled only where it is present).
+    pub fn needs_f16(self) -> bool {
+        matches!(self, FwdKernel::MatmulF16)
+    }
+
+    /// The WGSL the pipeline is built from (`quant_common.wgsl` inserted when the file says
     /// `requires: quant_common.wgsl`).
     pub fn source(self) -> String {
         compose_forward(self.raw(), QUANT_COMMON)
     }
 }
 
-/// Prepend `common` when `kernel` says `requires: quant_common.wgsl` (public so the naga test
+/// Insert `common` when `kernel` says `requires: quant_common.wgsl`: at the top, or after the
+/// kernel's leading `enable …;` directives, which WGSL wants first (public so the naga test
 /// validates exactly what ships).
 pub fn compose_forward(kernel: &str, common: &str) -> String {
-    if kernel.contains("requires: quant_common.wgsl") {
-        format!("{common}\n{kernel}")
-    } else {
-        kernel.to_string()
+    if !kernel.contains("requires: quant_common.wgsl") {
+        return kernel.to_string();
     }
+    if !kernel.trim_start().starts_with("enable ") {
+        return format!("{common}\n{kernel}");
+    }
+    let mut directives = String::new();
+    let mut body = String::new();
+    for line in kernel.lines() {
+        if line.trim_start().starts_with("enable ") && body.trim().is_empty() {
+            directives.push_str(line);
+            directives.push('\n');
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    format!("{directives}{common}\n{body}")
 }
 
 /// Every uniform params struct of the forward kernels: (file, struct, Rust size, offsets).
@@ -102,6 +127,7 @@ pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets
     use std::mem::size_of;
     vec![
         ("matmul.wgsl", "MatmulParams", size_of::<super::matmul::MatmulParams>(), super::matmul::MatmulParams::FIELDS),
+        ("matmul_f16.wgsl", "MatmulParams", size_of::<super::matmul::MatmulParams>(), super::matmul::MatmulParams::FIELDS),
         ("norm.wgsl", "NormParams", size_of::<super::norm::NormParams>(), super::norm::NormParams::FIELDS),
         ("rope.wgsl", "RopeParams", size_of::<super::rope::RopeParams>(), super::rope::RopeParams::FIELDS),
         ("attention.wgsl", "AttnParams", size_of::<super::attention::AttnParams>(), super::attention::AttnParams::FIELDS),
@@ -117,7 +143,9 @@ pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets
 #[derive(Clone)]
 pub struct ForwardKernels {
     ctx: GpuContext,
-    pipelines: std::sync::Arc<Vec<wgpu::ComputePipeline>>,
+    /// One per [`FwdKernel::ALL`], in order; `None` for an f16 kernel on a context without
+    /// `shader-f16`.
+    pipelines: std::sync::Arc<Vec<Option<wgpu::ComputePipeline>>>,
     /// 16-byte placeholder bound where a kernel's optional input (bias) is absent.
     pub(crate) dummy: wgpu::Buffer,
 }
@@ -143,12 +171,17 @@ fn check_forward_limits(l: &wgpu::Limits) -> Result<(), GpuError> {
 }
 
 impl ForwardKernels {
-    /// Compile the forward kernels on `ctx` (checks the limits they need first).
+    /// Compile the forward kernels on `ctx` (checks the limits they need first); the f16
+    /// variants only when `ctx` has `shader-f16` ([`ForwardKernels::has_f16`]).
     pub async fn new(ctx: &GpuContext) -> Result<Self, GpuError> {
         check_forward_limits(ctx.limits())?;
         let device = ctx.device();
         let mut pipelines = Vec::with_capacity(FwdKernel::ALL.len());
         for k in FwdKernel::ALL {
+            if k.needs_f16() && !ctx.has_shader_f16() {
+                pipelines.push(None);
+                continue;
+            }
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(k.file_name()),
@@ -165,7 +198,7 @@ impl ForwardKernels {
             if let Some(e) = scope.pop().await {
                 return Err(GpuError::Kernel { what: k.file_name(), msg: e.to_string() });
             }
-            pipelines.push(p);
+            pipelines.push(Some(p));
         }
         let dummy = ctx.storage_init("latentlens dummy", &[0u8; 16]);
         Ok(ForwardKernels { ctx: ctx.clone(), pipelines: std::sync::Arc::new(pipelines), dummy })
@@ -182,9 +215,16 @@ impl ForwardKernels {
         &self.ctx
     }
 
-    fn pipeline(&self, k: FwdKernel) -> &wgpu::ComputePipeline {
-        // ALL lists every variant in declaration order, and `new` compiled them in that order.
-        &self.pipelines[k as usize]
+    /// Whether the f16 kernels ([`FwdKernel::MatmulF16`]) were compiled (the context has
+    /// `shader-f16`).
+    pub fn has_f16(&self) -> bool {
+        self.pipelines.get(FwdKernel::MatmulF16 as usize).is_some_and(|p| p.is_some())
+    }
+
+    fn pipeline(&self, k: FwdKernel) -> Result<&wgpu::ComputePipeline, GpuError> {
+        // ALL lists every variant in declaration order, and `new` compiled them in that order;
+        // only an f16 kernel on a context without shader-f16 is absent.
+        self.pipelines.get(k as usize).and_then(|p| p.as_ref()).ok_or(GpuError::MissingFeature("shader-f16"))
     }
 
     /// Workgroups for `items` elements handled one per invocation, split over x and y when
@@ -227,7 +267,7 @@ impl ForwardKernels {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
         }
-        let pipeline = self.pipeline(kernel);
+        let pipeline = self.pipeline(kernel)?;
         let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(kernel.file_name()),
             layout: &pipeline.get_bind_group_layout(0),
@@ -291,4 +331,28 @@ impl ForwardKernels {
 /// `u32` from a size, or an error naming what overflowed.
 pub(crate) fn u32_of(v: usize, what: &str) -> Result<u32, GpuError> {
     u32::try_from(v).map_err(|_| GpuError::InvalidInput(format!("{what} = {v} does not fit the kernels' u32 indices")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_forward_keeps_enable_directives_first() {
+        let k = "enable f16;\n// requires: quant_common.wgsl\nfn main() {}\n";
+        let s = compose_forward(k, "const X: u32 = 1u;");
+        assert!(s.starts_with("enable f16;\nconst X"), "{s}");
+        // kernels without directives: the common code in front, as before
+        let k = "// requires: quant_common.wgsl\nfn main() {}";
+        assert_eq!(compose_forward(k, "const X: u32 = 1u;"), format!("const X: u32 = 1u;\n{k}"));
+        assert_eq!(compose_forward("fn f() {}", "const X: u32 = 1u;"), "fn f() {}");
+    }
+
+    #[test]
+    fn only_the_f16_variants_need_shader_f16() {
+        for k in FwdKernel::ALL {
+            assert_eq!(k.needs_f16(), k.file_name().ends_with("_f16.wgsl"), "{k:?}");
+            assert_eq!(k.needs_f16(), k.source().starts_with("enable f16;"), "{k:?}");
+        }
+    }
 }

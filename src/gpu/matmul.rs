@@ -1,5 +1,8 @@
 //! Linear layer `y (+)= x Wᵀ + b` with f32 or block-quantised weights (`shaders/matmul.wgsl`)
-//! and its CPU twin [`matmul_reference`].
+//! and its CPU twin [`matmul_reference`]; the f16 variant (`shaders/matmul_f16.wgsl`, same
+//! params and bindings: x and dequantised W tiles rounded to f16, exact f32 products, f32
+//! accumulation) and its twin [`matmul_f16_reference`], chosen per matrix by [`Precision`]
+//! at upload ([`GpuMatrix::upload_with`]; [`Precision::F16`] needs `shader-f16`).
 //!
 //! `x: [t, k]` f32 rows (any stride/offset in a larger buffer), `W: [n, k]` a [`HostMatrix`]
 //! uploaded once as a [`GpuMatrix`], `y: [t, n]`. With `accumulate` the product is added to
@@ -8,7 +11,7 @@
 
 use super::forward::{u32_of, ForwardKernels, FwdKernel};
 use super::quant::{HostMatrix, WeightFormat};
-use super::{FieldOffsets, GpuError};
+use super::{FieldOffsets, GpuError, Precision};
 
 /// Uniform params of `matmul.wgsl` (`struct MatmulParams`, 48 bytes).
 #[repr(C)]
@@ -103,14 +106,27 @@ pub struct GpuMatrix {
     pub k: usize,
     /// Storage format.
     pub format: WeightFormat,
+    /// Which kernel multiplies with it (`matmul.wgsl` or `matmul_f16.wgsl`).
+    pub precision: Precision,
     parts: Vec<Part>,
 }
 
 impl GpuMatrix {
-    /// Upload `m`, split into row ranges of at most the binding limit each.
+    /// Upload `m`, split into row ranges of at most the binding limit each; multiplied by the
+    /// f32 kernel.
     pub fn upload(fk: &ForwardKernels, m: &HostMatrix) -> Result<Self, GpuError> {
+        Self::upload_with(fk, m, Precision::F32)
+    }
+
+    /// [`GpuMatrix::upload`] for the kernel of `precision` (the weights on the GPU are the
+    /// same; only the tiles differ). [`Precision::F16`] on kernels without `shader-f16` is
+    /// refused before anything is uploaded.
+    pub fn upload_with(fk: &ForwardKernels, m: &HostMatrix, precision: Precision) -> Result<Self, GpuError> {
+        if precision == Precision::F16 && !fk.has_f16() {
+            return Err(GpuError::MissingFeature("shader-f16"));
+        }
         let parts = upload_row_parts(fk, m, ["matmul weights", "matmul scales"])?;
-        Ok(GpuMatrix { n: m.n, k: m.k, format: m.format, parts })
+        Ok(GpuMatrix { n: m.n, k: m.k, format: m.format, precision, parts })
     }
 
     /// Number of row parts (1 unless the matrix exceeds the binding limit).
@@ -155,7 +171,11 @@ impl GpuMatrix {
             };
             let groups = ((p.rows as u32).div_ceil(TILE), t32.div_ceil(TILE));
             let b = bias.unwrap_or(&fk.dummy);
-            fk.dispatch(enc, FwdKernel::Matmul, &params, &[x, &p.q, &p.s, b, y], groups)?;
+            let kernel = match self.precision {
+                Precision::F32 => FwdKernel::Matmul,
+                Precision::F16 => FwdKernel::MatmulF16,
+            };
+            fk.dispatch(enc, kernel, &params, &[x, &p.q, &p.s, b, y], groups)?;
         }
         Ok(())
     }
@@ -171,8 +191,21 @@ pub async fn matmul_once(
     bias: Option<&[f32]>,
     y0: Option<&[f32]>,
 ) -> Result<Vec<f32>, GpuError> {
+    matmul_once_with(fk, Precision::F32, x, t, w, bias, y0).await
+}
+
+/// [`matmul_once`] on the kernel of `precision`.
+pub async fn matmul_once_with(
+    fk: &ForwardKernels,
+    precision: Precision,
+    x: &[f32],
+    t: usize,
+    w: &HostMatrix,
+    bias: Option<&[f32]>,
+    y0: Option<&[f32]>,
+) -> Result<Vec<f32>, GpuError> {
     check_shapes(x, t, w, bias, y0)?;
-    let gm = GpuMatrix::upload(fk, w)?;
+    let gm = GpuMatrix::upload_with(fk, w, precision)?;
     let xb = fk.upload_f32("matmul x", x)?;
     let bb = bias.map(|b| fk.upload_f32("matmul bias", b)).transpose()?;
     let out = (t * w.n) as u64;
@@ -208,8 +241,33 @@ pub fn matmul_reference(
     y0: Option<&[f32]>,
 ) -> Result<Vec<f32>, GpuError> {
     check_shapes(x, t, w, bias, y0)?;
-    let wd = w.dequantize(); // [n, k]
-    let (n, k) = (w.n, w.k);
+    Ok(matmul_core(x, t, &w.dequantize(), w.n, w.k, bias, y0))
+}
+
+/// `v` as `matmul_f16.wgsl` stores it in its tiles: clamped to ±65504 (the largest finite
+/// f16), rounded to the nearest f16.
+pub fn round_f16(v: f32) -> f32 {
+    half::f16::from_f32(v.clamp(-65504.0, 65504.0)).to_f32()
+}
+
+/// CPU twin of `matmul_f16.wgsl`: [`matmul_reference`] with x and the dequantised weights
+/// rounded through [`round_f16`] first; products and sums stay f32 (a product of two f16
+/// values is exact in f32, so this equals the shader's fma chain in the same k order).
+pub fn matmul_f16_reference(
+    x: &[f32],
+    t: usize,
+    w: &HostMatrix,
+    bias: Option<&[f32]>,
+    y0: Option<&[f32]>,
+) -> Result<Vec<f32>, GpuError> {
+    check_shapes(x, t, w, bias, y0)?;
+    let xh: Vec<f32> = x.iter().map(|&v| round_f16(v)).collect();
+    let wh: Vec<f32> = w.dequantize().into_iter().map(round_f16).collect();
+    Ok(matmul_core(&xh, t, &wh, w.n, w.k, bias, y0))
+}
+
+/// The CPU twin's loop: `x: [t, k]`, `wd: [n, k]` dequantised, fma in k order.
+fn matmul_core(x: &[f32], t: usize, wd: &[f32], n: usize, k: usize, bias: Option<&[f32]>, y0: Option<&[f32]>) -> Vec<f32> {
     let mut y = vec![0f32; t * n];
     for r in 0..t {
         let xr = &x[r * k..(r + 1) * k];
@@ -228,5 +286,5 @@ pub fn matmul_reference(
             y[r * n + c] = acc;
         }
     }
-    Ok(y)
+    y
 }

@@ -69,7 +69,10 @@ pub enum GpuError {
         have: u64,
     },
     /// An optional feature a kernel needs is missing.
-    #[error("the GPU adapter lacks the `{0}` feature; use the f32 variant")]
+    #[error(
+        "the GPU adapter lacks the `{0}` feature (or GpuOptions::allow_f16 turned it off), which \
+         the f16 kernels need; use the f32 variant (Precision::F32)"
+    )]
     MissingFeature(&'static str),
     /// The device was lost (driver reset, tab in background too long, `destroy`).
     #[error("GPU device lost ({0}); create a new GpuContext or use the CPU path")]

@@ -6,6 +6,11 @@
 //! output projection added to the residual → RMSNorm → fused gate|up → SwiGLU → down projection
 //! added to the residual; final RMSNorm replaces the last state (HF `output_hidden_states`).
 //!
+//! Projections run on the f32 matmul by default; [`WgslTextModel::with_precision`] with
+//! [`Precision::F16`] picks the f16-tile matmul (f32 accumulation) where the adapter has
+//! `shader-f16`, and refuses with [`GpuError::MissingFeature`] where it does not. Norms,
+//! RoPE, attention and the residual stream stay f32 either way.
+//!
 //! Weights are uploaded once ([`WgslTextModel::new`]): GGUF Q8_0 / Q4_0 / Q4_1 stay quantised
 //! and are dequantised in the matmul shader (llama.cpp's q/k row permutation is undone on the
 //! rows, which are whole blocks); f32 / f16 / bf16 become f32; other GGUF types are refused by
@@ -30,7 +35,7 @@ use crate::gpu::norm::{record_norm, NormKind};
 use crate::gpu::quant::{unpermute_order, HostMatrix};
 use crate::gpu::rope::{record_rope, rope_tables};
 use crate::gpu::swiglu::record_swiglu;
-use crate::gpu::GpuError;
+use crate::gpu::{GpuError, Precision};
 use crate::model::config::TextConfig;
 use crate::model::hidden::HiddenStates;
 use crate::model::weights::Weights;
@@ -352,11 +357,16 @@ pub struct WgslTextModel {
     norm: wgpu::Buffer,
     pool: Mutex<Option<Pool>>,
     weight_bytes: u64,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for WgslTextModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WgslTextModel").field("config", &self.cfg).field("weight_bytes", &self.weight_bytes).finish()
+        f.debug_struct("WgslTextModel")
+            .field("config", &self.cfg)
+            .field("weight_bytes", &self.weight_bytes)
+            .field("precision", &self.precision)
+            .finish()
     }
 }
 
@@ -381,8 +391,20 @@ fn runs(rows: &[usize]) -> Vec<(usize, usize, usize)> {
 }
 
 impl WgslTextModel {
-    /// Uploads `w` once (weights stay on the GPU for every later forward).
+    /// Uploads `w` once (weights stay on the GPU for every later forward); f32 matmuls.
     pub fn new(fk: &ForwardKernels, w: &HostTextWeights) -> Result<Self, GpuError> {
+        Self::with_precision(fk, w, Precision::F32)
+    }
+
+    /// [`WgslTextModel::new`] with the projections on the matmul of `precision`.
+    /// [`Precision::F16`] needs `shader-f16` ([`ForwardKernels::has_f16`]): without it this is
+    /// [`GpuError::MissingFeature`]`("shader-f16")`, before any weight is uploaded (callers that
+    /// prefer to fall back check `has_f16` first).
+    pub fn with_precision(fk: &ForwardKernels, w: &HostTextWeights, precision: Precision) -> Result<Self, GpuError> {
+        if precision == Precision::F16 && !fk.has_f16() {
+            return Err(GpuError::MissingFeature("shader-f16"));
+        }
+        let mm = |m: &HostMatrix| GpuMatrix::upload_with(fk, m, precision);
         let up = |v: &[f32], what: &'static str| fk.upload_f32(what, v);
         let opt = |v: &Option<Vec<f32>>, what: &'static str| v.as_deref().map(|v| fk.upload_f32(what, v)).transpose();
         let mut layers = Vec::with_capacity(w.layers.len());
@@ -390,14 +412,14 @@ impl WgslTextModel {
         for l in &w.layers {
             let g = GpuLayer {
                 attn_norm: up(&l.attn_norm, "attn_norm")?,
-                qkv: GpuMatrix::upload(fk, &l.qkv)?,
+                qkv: mm(&l.qkv)?,
                 qkv_bias: opt(&l.qkv_bias, "qkv bias")?,
-                o: GpuMatrix::upload(fk, &l.o)?,
+                o: mm(&l.o)?,
                 o_bias: opt(&l.o_bias, "o bias")?,
                 ffn_norm: up(&l.ffn_norm, "ffn_norm")?,
-                gate_up: GpuMatrix::upload(fk, &l.gate_up)?,
+                gate_up: mm(&l.gate_up)?,
                 gate_up_bias: opt(&l.gate_up_bias, "gate_up bias")?,
-                down: GpuMatrix::upload(fk, &l.down)?,
+                down: mm(&l.down)?,
                 down_bias: opt(&l.down_bias, "down bias")?,
             };
             weight_bytes += g.qkv.gpu_bytes() + g.o.gpu_bytes() + g.gate_up.gpu_bytes() + g.down.gpu_bytes();
@@ -411,7 +433,13 @@ impl WgslTextModel {
             norm: up(&w.norm, "final norm")?,
             pool: Mutex::new(None),
             weight_bytes,
+            precision,
         })
+    }
+
+    /// The precision of the projection matmuls.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The config.

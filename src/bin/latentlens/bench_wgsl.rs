@@ -4,7 +4,10 @@
 //! directory (`--vlm`, default the tiny SmolVLM fixture) on one image, image features (vision
 //! tower + connector, every tile) and the full hidden states, `latentlens::backend::wgsl_vision`
 //! vs `latentlens::model::vlm::Vlm`. Prints a table and ends with one JSON line
-//! `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …, vision: {…}}`.
+//! `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …, vision: {…}}`. Where the
+//! adapter has `shader-f16`, the text forward is also timed with the f16-tile matmuls
+//! (`Precision::F16`) and compared with the same CPU states: `ours_wgsl_f16_ms`,
+//! `min_cosine_f16`, `max_abs_err_f16` (null without the feature).
 //!
 //! On a machine without a GPU the adapter is lavapipe (software Vulkan on the CPU): the ratio
 //! is reported, not judged. On a real GPU the achieved weight-read rate (projection bytes per
@@ -18,7 +21,8 @@ use anyhow::Context;
 use latentlens::backend::wgsl::{HostTextWeights, LoadOptions, WgslTextModel};
 use latentlens::backend::wgsl_vision::{HostVlmWeights, WgslVlm};
 use latentlens::gpu::forward::ForwardKernels;
-use latentlens::gpu::{GpuContext, GpuOptions};
+use latentlens::gpu::{GpuContext, GpuOptions, Precision};
+use latentlens::model::HiddenStates;
 use latentlens::model::LoadedTextModel;
 
 const TEXT: &str = include_str!("../../../tests/fixtures/smollm2/wordnet_sentences.txt");
@@ -41,6 +45,20 @@ pub struct Args {
     /// Image for the vision line (default: `image.png` in the VLM directory).
     #[arg(long)]
     image: Option<PathBuf>,
+}
+
+/// (min per-token cosine, max abs error) over every state of two forwards.
+fn compare_states(g: &HiddenStates, c: &HiddenStates) -> anyhow::Result<(f64, f32)> {
+    anyhow::ensure!(g.num_layers() == c.num_layers() && g.num_tokens() == c.num_tokens(), "state shapes differ");
+    let (mut min_cos, mut max_abs) = (1f64, 0f32);
+    for l in 0..c.num_layers() {
+        for tok in 0..c.num_tokens() {
+            let (a, b) = (g.row(l, tok).context("gpu row")?, c.row(l, tok).context("cpu row")?);
+            min_cos = min_cos.min(cosine(a, b));
+            max_abs = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(max_abs, f32::max);
+        }
+    }
+    Ok((min_cos, max_abs))
 }
 
 /// (min per-row cosine, max abs error) of two row-major matrices of width `d`.
@@ -156,6 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let fk = ForwardKernels::new_blocking(&ctx)?;
     let host = HostTextWeights::load(&path, &LoadOptions::default())?;
     let gpu = WgslTextModel::new(&fk, &host)?;
+    let gpu_f16 = if fk.has_f16() { Some(WgslTextModel::with_precision(&fk, &host, Precision::F16)?) } else { None };
     drop(host);
     let gpu_load = t0.elapsed().as_secs_f64();
     let info = ctx.adapter_info();
@@ -182,21 +201,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cpu_states = Some(c);
     }
     let (g, c) = (gpu_states.context("no run")?, cpu_states.context("no run")?);
-    let (mut min_cos, mut max_abs) = (1f64, 0f32);
-    for l in 0..c.num_layers() {
-        for tok in 0..c.num_tokens() {
-            let (a, b) = (g.row(l, tok).context("gpu row")?, c.row(l, tok).context("cpu row")?);
-            min_cos = min_cos.min(cosine(a, b));
-            max_abs = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(max_abs, f32::max);
+    let (min_cos, max_abs) = compare_states(&g, &c)?;
+    // the f16-matmul forward, same ids, against the same CPU states
+    let f16 = match &gpu_f16 {
+        Some(m) => {
+            let mut ms = Vec::new();
+            let mut last = None;
+            for rep in 0..=args.reps {
+                let t = Instant::now();
+                let h = m.hidden_states_ids_blocking(&ids)?;
+                if rep > 0 {
+                    ms.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                last = Some(h);
+            }
+            let (cs, ma) = compare_states(&last.context("no f16 run")?, &c)?;
+            Some((median(ms), cs, ma))
         }
-    }
+        None => None,
+    };
     let (gm, cm) = (median(gpu_ms), median(cpu_ms));
     let gbps = gpu.weight_bytes() as f64 / (gm / 1e3) / 1e9;
     println!();
     println!("{:<28} {:>12}", "path", "ms/forward");
     println!("{:<28} {:>12.1}", "ours WGSL (wgpu)", gm);
+    if let Some((ms, _, _)) = f16 {
+        println!("{:<28} {:>12.1}", "ours WGSL, f16 matmuls", ms);
+    }
     println!("{:<28} {:>12.1}", "ours CPU (candle, f32)", cm);
     println!("WGSL / CPU time: {:.2}×; weight reads {gbps:.2} GB/s; all {} states × {} tokens: min cosine {min_cos:.7}, max abs err {max_abs:.3e}", gm / cm, c.num_layers(), c.num_tokens());
+    match f16 {
+        Some((ms, cs, ma)) => println!("f16 matmuls: WGSL f16 / CPU time {:.2}×, f16 / f32 WGSL {:.2}×; vs CPU f32: min cosine {cs:.7}, max abs err {ma:.3e}", ms / cm, ms / gm),
+        None => println!("f16 matmuls: not run (the adapter lacks shader-f16)"),
+    }
     let vlm_dir = args.vlm.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/smolvlm_llama"));
     let image = args.image.unwrap_or_else(|| vlm_dir.join("image.png"));
     let vision = vision(&fk, &vlm_dir, &image, args.reps)?;
@@ -209,6 +246,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "min_cosine": min_cos,
         "max_abs_err": max_abs,
         "weight_gb_per_s": (gbps * 100.0).round() / 100.0,
+        "ours_wgsl_f16_ms": f16.map(|(ms, _, _)| (ms * 10.0).round() / 10.0),
+        "min_cosine_f16": f16.map(|(_, cs, _)| cs),
+        "max_abs_err_f16": f16.map(|(_, _, ma)| ma),
         "vision": vision,
     });
     println!("{json}");

@@ -146,6 +146,9 @@ export interface ImageInfo {
   numTokens: number;
   numTiles: number;
   patches: Patch[];
+  /** Wall time of the last runImage, ms: image decode + preprocessing + vision encoder + connector
+   *  (`visionMs`, CPU path) and the LLM (`llmMs`; on WebGPU the whole forward). */
+  timings: { visionMs: number; llmMs: number };
 }
 
 /** Mid-Layer Leap: for each query layer, how many top-1 LatentLens hits come from each bank layer. */
@@ -402,6 +405,9 @@ struct ImageRun {
     width: u32,
     height: u32,
     tiles: u32,
+    /// Wall time of the stages, ms: `[image decode + preprocessing + vision encoder + connector, LLM]`
+    /// on the CPU path, `[decode, whole forward]` on the GPU.
+    stage_ms: [f64; 2],
 }
 
 /// Neighbours of every patch (index = patch), shared with the cache.
@@ -737,8 +743,11 @@ impl Inspector {
         let state = self.state.clone();
         let bytes = bytes.to_vec();
         future_to_promise(async move {
+            let t0 = crate::fetch::clock::now_ms();
             let img = crate::image::decode(&bytes).map_err(|e| domain_error(e.into()))?;
             let (width, height) = (img.width, img.height);
+            let mut stage_ms = [crate::fetch::clock::now_ms() - t0, 0.0];
+            let t1 = crate::fetch::clock::now_ms();
             let gpu = state.borrow().gpu_model.clone();
             let on_gpu = match gpu {
                 Some(GpuModel::Vlm(g)) => {
@@ -780,15 +789,22 @@ impl Inspector {
                 None => None,
             };
             let (hs, tiles) = match on_gpu {
-                Some(r) => r,
+                Some(r) => {
+                    stage_ms[1] = crate::fetch::clock::now_ms() - t1;
+                    r
+                }
                 None => {
                     let s = state.borrow();
+                    let t = crate::fetch::clock::now_ms();
                     let (input, tiles) = s.vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
+                    stage_ms[0] += crate::fetch::clock::now_ms() - t;
+                    let t = crate::fetch::clock::now_ms();
                     let layers = s.vlm.decode_cpu(&input).map_err(|e| domain_error(e.into()))?;
+                    stage_ms[1] = crate::fetch::clock::now_ms() - t;
                     (input.into_hidden_states(layers), tiles as u32)
                 }
             };
-            let run = ImageRun { hs, width, height, tiles };
+            let run = ImageRun { hs, width, height, tiles, stage_ms };
             let info = image_info(&run);
             let mut s = state.borrow_mut();
             s.image = Some(Rc::new(run));
@@ -969,6 +985,7 @@ fn image_info(r: &ImageRun) -> Value {
     json!({
         "width": r.width, "height": r.height, "numStates": r.hs.num_layers(), "numTokens": r.hs.num_tokens(),
         "numTiles": r.tiles, "patches": patches,
+        "timings": { "visionMs": r.stage_ms[0].round(), "llmMs": r.stage_ms[1].round() },
     })
 }
 

@@ -15,9 +15,9 @@
 //! kept in the browser's Cache API so a reload downloads nothing).
 //!
 //! Compute: CPU (wasm) by default; [`Inspector::enable_gpu`], when the browser
-//! has a WebGPU adapter, uploads the model to the WGSL forward kernels (an HF
-//! VLM whole: [`WgslVlm`]; the controlled VLM's LLM decoder: [`WgslTextModel`],
-//! its EfficientNet stays on the CPU): every layer's hidden states of
+//! has a WebGPU adapter, uploads the model whole to the WGSL forward kernels (an HF
+//! VLM: [`WgslVlm`]; the controlled VLM, EfficientNet-Lite0 + connector + LLM
+//! decoder: [`WgslControlledVlm`]): every layer's hidden states of
 //! [`Inspector::run_image`] are computed there. It also uploads every bank
 //! layer to the WGSL search kernels ([`GpuPqLayer`]).
 //!
@@ -41,7 +41,8 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::bank::BankReader;
 use crate::fetch::model_files::controlled_parts;
 use crate::fetch::{BrowserCache, ByteSource, FetchOptions, HttpSource, MemorySource, ModelFiles, Progress};
-use crate::backend::wgsl::{HostTextWeights, WgslTextModel};
+use crate::backend::wgsl::HostTextWeights;
+use crate::backend::wgsl_controlled::WgslControlledVlm;
 use crate::backend::wgsl_vision::{HostVlmWeights, WgslVlm};
 use crate::gpu::forward::ForwardKernels;
 use crate::gpu::GpuContext;
@@ -145,6 +146,9 @@ export interface ImageInfo {
   numTokens: number;
   numTiles: number;
   patches: Patch[];
+  /** Wall time of the last runImage, ms: image decode + preprocessing + vision encoder + connector
+   *  (`visionMs`, CPU path) and the LLM (`llmMs`; on WebGPU the whole forward). */
+  timings: { visionMs: number; llmMs: number };
 }
 
 /** Mid-Layer Leap: for each query layer, how many top-1 LatentLens hits come from each bank layer. */
@@ -401,6 +405,9 @@ struct ImageRun {
     width: u32,
     height: u32,
     tiles: u32,
+    /// Wall time of the stages, ms: `[image decode + preprocessing + vision encoder + connector, LLM]`
+    /// on the CPU path, `[decode, whole forward]` on the GPU.
+    stage_ms: [f64; 2],
 }
 
 /// Neighbours of every patch (index = patch), shared with the cache.
@@ -505,11 +512,11 @@ enum GpuSource {
 }
 
 /// What runs on the WGSL kernels: a whole HF VLM (vision tower, connector, decoder) or the
-/// LLM decoder alone (the controlled VLM: its EfficientNet runs on the CPU).
+/// whole controlled VLM (EfficientNet-Lite0, connector, decoder).
 #[derive(Clone)]
 enum GpuModel {
     Vlm(Rc<WgslVlm>),
-    Text(Rc<WgslTextModel>),
+    Controlled(Rc<WgslControlledVlm>),
 }
 
 fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource) -> Result<Inspector, JsValue> {
@@ -736,8 +743,11 @@ impl Inspector {
         let state = self.state.clone();
         let bytes = bytes.to_vec();
         future_to_promise(async move {
+            let t0 = crate::fetch::clock::now_ms();
             let img = crate::image::decode(&bytes).map_err(|e| domain_error(e.into()))?;
             let (width, height) = (img.width, img.height);
+            let mut stage_ms = [crate::fetch::clock::now_ms() - t0, 0.0];
+            let t1 = crate::fetch::clock::now_ms();
             let gpu = state.borrow().gpu_model.clone();
             let on_gpu = match gpu {
                 Some(GpuModel::Vlm(g)) => {
@@ -759,28 +769,42 @@ impl Inspector {
                         None => None,
                     }
                 }
-                Some(GpuModel::Text(g)) => {
-                    let (input, tiles) = state.borrow().vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
-                    match g.forward_embeds(&input.embeds, input.num_tokens()).await {
-                        Ok(layers) => Some((input.into_hidden_states(layers), tiles as u32)),
-                        Err(e) => {
-                            gpu_failed(&state, &e);
-                            None
-                        }
+                Some(GpuModel::Controlled(g)) => {
+                    // the controlled VLM always runs with its own instruction (as on the CPU)
+                    let prepared = match &state.borrow().vlm {
+                        AnyVlm::Controlled(c) => Some(c.prepare(&img).map_err(|e| domain_error(e.into()))?),
+                        AnyVlm::Hf(_) => None,
+                    };
+                    match prepared {
+                        Some(input) => match g.forward(&input).await {
+                            Ok(hs) => Some((hs, 1)),
+                            Err(e) => {
+                                gpu_failed(&state, &e);
+                                None
+                            }
+                        },
+                        None => None,
                     }
                 }
                 None => None,
             };
             let (hs, tiles) = match on_gpu {
-                Some(r) => r,
+                Some(r) => {
+                    stage_ms[1] = crate::fetch::clock::now_ms() - t1;
+                    r
+                }
                 None => {
                     let s = state.borrow();
+                    let t = crate::fetch::clock::now_ms();
                     let (input, tiles) = s.vlm.input(&img, prompt.as_deref()).map_err(|e| domain_error(e.into()))?;
+                    stage_ms[0] += crate::fetch::clock::now_ms() - t;
+                    let t = crate::fetch::clock::now_ms();
                     let layers = s.vlm.decode_cpu(&input).map_err(|e| domain_error(e.into()))?;
+                    stage_ms[1] = crate::fetch::clock::now_ms() - t;
                     (input.into_hidden_states(layers), tiles as u32)
                 }
             };
-            let run = ImageRun { hs, width, height, tiles };
+            let run = ImageRun { hs, width, height, tiles, stage_ms };
             let info = image_info(&run);
             let mut s = state.borrow_mut();
             s.image = Some(Rc::new(run));
@@ -884,12 +908,13 @@ fn backend_json(s: &State) -> Value {
     })
 }
 
-/// Uploads the LLM's decoder to the WGSL forward kernels (once; needs `gpu_ctx`).
+/// Uploads the whole model to the WGSL forward kernels (once; needs `gpu_ctx`).
 /// `Err` says why the model stays on the CPU.
 async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
     enum Host {
         Vlm(HostVlmWeights),
-        Text(HostTextWeights),
+        /// The controlled VLM's decoder; its vision encoder and connector come from the CPU model.
+        Controlled(HostTextWeights),
     }
     let (ctx, host) = {
         let s = state.borrow();
@@ -902,7 +927,7 @@ async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
             GpuSource::Gguf(bytes) => {
                 let mut r = std::io::Cursor::new(bytes.as_slice());
                 let content = gguf::read_content(&mut r, "LLM GGUF").map_err(|e| e.to_string())?;
-                Host::Text(HostTextWeights::from_gguf(&content, &mut r, "LLM GGUF", &Default::default()).map_err(|e| e.to_string())?)
+                Host::Controlled(HostTextWeights::from_gguf(&content, &mut r, "LLM GGUF", &Default::default()).map_err(|e| e.to_string())?)
             }
         };
         (ctx, host)
@@ -910,16 +935,17 @@ async fn enable_gpu_model(state: &Rc<RefCell<State>>) -> Result<(), String> {
     let fk = ForwardKernels::new(&ctx).await.map_err(|e| e.to_string())?;
     let (model, what) = match host {
         Host::Vlm(h) => (GpuModel::Vlm(Rc::new(WgslVlm::new(&fk, &h).map_err(|e| e.to_string())?)), ""),
-        Host::Text(h) => (
-            GpuModel::Text(Rc::new(WgslTextModel::new(&fk, &h).map_err(|e| e.to_string())?)),
-            "; the vision encoder runs on the CPU",
-        ),
+        Host::Controlled(h) => {
+            let s = state.borrow();
+            let AnyVlm::Controlled(cpu) = &s.vlm else { return Err("the GGUF decoder belongs to a controlled VLM".into()) };
+            let g = WgslControlledVlm::new(&fk, cpu, &h).map_err(|e| e.to_string())?;
+            (GpuModel::Controlled(Rc::new(g)), " (EfficientNet-Lite0, connector and LLM)")
+        }
     };
     let name = &ctx.adapter_info().name;
     let adapter = if name.is_empty() { String::new() } else { format!(" ({name})") };
-    let scope = if what.is_empty() { "the whole model" } else { "the LLM" };
     let mut s = state.borrow_mut();
-    s.model_notice = format!("{scope} runs on WebGPU{adapter}{what}");
+    s.model_notice = format!("the whole model runs on WebGPU{adapter}{what}");
     s.gpu_model = Some(model);
     Ok(())
 }
@@ -959,6 +985,7 @@ fn image_info(r: &ImageRun) -> Value {
     json!({
         "width": r.width, "height": r.height, "numStates": r.hs.num_layers(), "numTokens": r.hs.num_tokens(),
         "numTiles": r.tiles, "patches": patches,
+        "timings": { "visionMs": r.stage_ms[0].round(), "llmMs": r.stage_ms[1].round() },
     })
 }
 

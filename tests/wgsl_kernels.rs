@@ -1,7 +1,9 @@
 //! The model-forward WGSL kernels vs their CPU twins on lavapipe (or a real GPU): random and
 //! edge shapes (one token, dimensions not multiples of the 64×64×32 matmul tile, sequences
 //! longer than the 256-key attention chunk, batched sequences, weights split over several
-//! bindings), with explicit tolerances; the strided copies against the model's layouts. The GGUF repacking is checked against candle's independent dequantiser.
+//! bindings), with explicit tolerances; the strided copies against the model's layouts; the
+//! EfficientNet convolutions (depthwise, im2col, ReLU6) on stride 1 and 2, k 3 and 5, odd and
+//! 1×1 inputs, against their twins and against the plain definition of a TF "SAME" conv. The GGUF repacking is checked against candle's independent dequantiser.
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -12,6 +14,9 @@ use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
 use candle_core::Device;
 use common::gpu_kit::{self, block, Rng};
 use latentlens::gpu::add::{add_once, add_reference};
+use latentlens::gpu::clamp::{clamp_once, clamp_reference, RELU6};
+use latentlens::gpu::depthwise::{depthwise_once, depthwise_reference, ConvGeometry, Depthwise};
+use latentlens::gpu::im2col::{im2col_once, im2col_reference, Im2col};
 use latentlens::gpu::attention::{attention_once, attention_reference, AttnShape};
 use latentlens::gpu::embed::{embed_once, embed_reference};
 use latentlens::gpu::forward::ForwardKernels;
@@ -481,4 +486,156 @@ fn embedding_lookup_matches_twin_and_refuses_bad_ids() {
         let e = block(embed_once(fk, &table, &[1, 50])).unwrap_err().to_string();
         assert!(e.contains("50") && e.contains("vocabulary"), "{e}");
     }
+}
+
+/// Relative-to-magnitude error: `|got − want| / (1 + |want|)`, the worst element.
+fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0, f32::max)
+}
+
+#[test]
+fn depthwise_matches_twin_on_strides_kernels_and_edge_shapes() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(21);
+    // (h, w, c, k, stride): 1×1 inputs, odd sides, channels not a multiple of anything
+    let shapes: [(usize, usize, usize, usize, usize); 9] = [
+        (1, 1, 5, 3, 1),
+        (1, 1, 7, 5, 2),
+        (2, 3, 4, 5, 2),
+        (7, 7, 3, 3, 2),
+        (8, 8, 16, 3, 2),
+        (9, 5, 33, 5, 2),
+        (6, 11, 17, 5, 1),
+        (13, 13, 257, 3, 1),
+        (14, 14, 40, 5, 2),
+    ];
+    for (i, &(h, w, c, k, s)) in shapes.iter().enumerate() {
+        let geo = ConvGeometry::same(h, w, k, s).unwrap();
+        assert_eq!((geo.oh, geo.ow), (h.div_ceil(s), w.div_ceil(s)), "SAME output size");
+        let (act_in, act_out) = (i % 2 == 0, i % 3 != 1);
+        let dw = Depthwise { geo, c, act_in, act_out };
+        let x: Vec<f32> = rng.vec(h * w * c).iter().map(|v| v * 8.0).collect();
+        let taps = rng.vec(k * k * c);
+        let bias = rng.vec(c);
+        let got = block(depthwise_once(fk, &dw, &x, &taps, &bias)).unwrap();
+        let want = depthwise_reference(&dw, &x, &taps, &bias).unwrap();
+        let err = max_rel_diff(&got, &want);
+        assert!(err <= 2e-6, "{h}x{w}x{c} k {k} s {s} (relu6 in {act_in}, out {act_out}): GPU vs twin {err}");
+        if act_out {
+            assert!(want.iter().all(|v| (0.0..=6.0).contains(v)), "ReLU6 on the output");
+        }
+        // the twin against the plain definition, channel-major as crate::model::efficientnet
+        for ch in [0, c / 2, c - 1] {
+            for oy in 0..geo.oh {
+                for ox in 0..geo.ow {
+                    let mut acc = bias[ch];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = ((oy * s + ky) as isize - geo.pad_top as isize, (ox * s + kx) as isize - geo.pad_left as isize);
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                let v = x[(iy as usize * w + ix as usize) * c + ch];
+                                acc += taps[(ky * k + kx) * c + ch] * if act_in { v.clamp(0.0, 6.0) } else { v };
+                            }
+                        }
+                    }
+                    let acc = if act_out { acc.clamp(0.0, 6.0) } else { acc };
+                    assert_eq!(want[(oy * geo.ow + ox) * c + ch], acc, "twin at ({oy}, {ox}, {ch})");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_pads_like_tensorflow_same_not_symmetrically() {
+    let Some(fk) = fk() else { return };
+    // 4×4 ones, 3×3 ones, stride 2: TF pads one row / column after the input only, so the
+    // first output sees 9 pixels and the last 4 (symmetric padding would give 4 and 9)
+    let geo = ConvGeometry::same(4, 4, 3, 2).unwrap();
+    assert_eq!((geo.oh, geo.pad_top, geo.pad_left), (2, 0, 0));
+    let dw = Depthwise { geo, c: 1, act_in: false, act_out: false };
+    let got = block(depthwise_once(fk, &dw, &[1.0; 16], &[1.0; 9], &[0.0])).unwrap();
+    assert_eq!(got, vec![9.0, 6.0, 6.0, 4.0]);
+    // 5×5, k 5, stride 2: two rows of padding before, two after
+    let geo = ConvGeometry::same(5, 5, 5, 2).unwrap();
+    assert_eq!((geo.oh, geo.pad_top), (3, 2));
+    let dw = Depthwise { geo, c: 1, act_in: false, act_out: false };
+    let got = block(depthwise_once(fk, &dw, &[1.0; 25], &[1.0; 25], &[0.5])).unwrap();
+    assert_eq!(got, vec![9.5, 15.5, 9.5, 15.5, 25.5, 15.5, 9.5, 15.5, 9.5]);
+}
+
+#[test]
+fn depthwise_and_im2col_refuse_wrong_sizes() {
+    let Some(fk) = fk() else { return };
+    let dw = Depthwise { geo: ConvGeometry::same(4, 4, 3, 1).unwrap(), c: 2, act_in: false, act_out: true };
+    let e = block(depthwise_once(fk, &dw, &[0.0; 31], &[0.0; 18], &[0.0; 2])).unwrap_err().to_string();
+    assert!(e.contains("[32, 18, 2, 32]") && e.contains("[31, 18, 2, 32]"), "{e}");
+    assert!(depthwise_reference(&dw, &[0.0; 32], &[0.0; 17], &[0.0; 2]).is_err());
+    assert!(ConvGeometry::same(4, 4, 3, 0).is_err());
+    let plan = Im2col::chw(ConvGeometry::same(4, 4, 3, 2).unwrap(), 3);
+    let e = block(im2col_once(fk, &plan, &[0.0; 47])).unwrap_err().to_string();
+    assert!(e.contains("reads 48 floats of 47"), "{e}");
+    assert!(clamp_reference((1.0, 0.0), &[0.0]).is_err());
+}
+
+#[test]
+fn im2col_plus_matmul_is_a_same_padded_dense_conv() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(22);
+    // (h, w, c, k, stride, chw): the stem's shape scaled down, odd sides, 1×1, token-major input
+    for &(h, w, c, k, s, chw) in &[
+        (16, 16, 3, 3, 2, true),
+        (9, 7, 3, 3, 2, true),
+        (1, 1, 2, 3, 1, true),
+        (5, 6, 4, 5, 2, false),
+        (7, 7, 5, 5, 1, false),
+        (1, 1, 3, 5, 2, false),
+    ] {
+        let geo = ConvGeometry::same(h, w, k, s).unwrap();
+        let plan = if chw { Im2col::chw(geo, c) } else { Im2col { geo, c, strides: (1, w * c, c) } };
+        let x = rng.vec(h * w * c);
+        let got = block(im2col_once(fk, &plan, &x)).unwrap();
+        let cols = im2col_reference(&plan, &x).unwrap();
+        assert_eq!(got, cols, "{h}x{w}x{c} k {k} s {s}: GPU vs twin (a copy: exact)");
+        // cols · Wᵀ + b against the definition of the conv
+        let out = 6;
+        let row = c * k * k;
+        let wt = rng.vec(out * row);
+        let bias = rng.vec(out);
+        let m = HostMatrix::from_f32(&wt, out, row, "conv").unwrap();
+        let t = geo.oh * geo.ow;
+        let y = block(matmul_once(fk, &cols, t, &m, Some(&bias), None)).unwrap();
+        let px = |ch: usize, iy: usize, ix: usize| if chw { x[(ch * h + iy) * w + ix] } else { x[(iy * w + ix) * c + ch] };
+        for oy in 0..geo.oh {
+            for ox in 0..geo.ow {
+                for o in 0..out {
+                    let mut acc = bias[o];
+                    for ch in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                if let Some((iy, ix)) = geo.source(oy, ox, ky, kx) {
+                                    acc += wt[o * row + (ch * k + ky) * k + kx] * px(ch, iy, ix);
+                                }
+                            }
+                        }
+                    }
+                    let g = y[(oy * geo.ow + ox) * out + o];
+                    assert!((g - acc).abs() <= 1e-5 * (1.0 + acc.abs()), "conv at ({oy}, {ox}, {o}): {g} vs {acc}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn relu6_clamp_matches_twin() {
+    let Some(fk) = fk() else { return };
+    let mut rng = Rng(23);
+    let mut x: Vec<f32> = rng.vec(1001).iter().map(|v| v * 10.0).collect();
+    x.extend([0.0, -0.0, 6.0, 6.000001, -1e30, 1e30]);
+    let got = block(clamp_once(fk, RELU6, &x)).unwrap();
+    assert_eq!(got, clamp_reference(RELU6, &x).unwrap());
+    assert!(got.iter().all(|v| (0.0..=6.0).contains(v)));
+    assert_eq!(block(clamp_once(fk, (-1.0, 1.0), &[-3.0, 0.5, 3.0])).unwrap(), vec![-1.0, 0.5, 1.0]);
 }

@@ -27,7 +27,7 @@ use futures::future::LocalBoxFuture;
 #[cfg(target_arch = "wasm32")]
 mod browser_cache;
 mod cache;
-mod clock;
+pub(crate) mod clock;
 mod http;
 pub mod model_files;
 mod progress;

@@ -7,7 +7,10 @@
 //! [`rope`](super::rope) (HF `rotate_half`), [`attention`](super::attention) (causal or
 //! bidirectional, grouped-query, online softmax), [`swiglu`](super::swiglu),
 //! [`gelu`](super::gelu) (tanh, erf, quick), [`add`](super::add), [`embed`](super::embed),
-//! [`permute`](super::permute) (strided copies: patch unfolding, pixel shuffle, row picking).
+//! [`permute`](super::permute) (strided copies: patch unfolding, pixel shuffle, row picking);
+//! for EfficientNet: [`depthwise`](super::depthwise) (depthwise k×k conv, TF "SAME" padding,
+//! fused ReLU6), [`im2col`](super::im2col) (dense-conv columns with zero padding, for the
+//! stem's matmul), [`clamp`](super::clamp) (ReLU6).
 //! Every host records into a caller's `CommandEncoder`, so a whole model forward is one
 //! submission; the `*_once` helpers upload, run one kernel and read back (tests, small jobs).
 //!
@@ -38,11 +41,14 @@ pub enum FwdKernel {
     Add,
     Embed,
     Permute,
+    Depthwise,
+    Im2col,
+    Clamp,
 }
 
 impl FwdKernel {
     /// All forward kernels.
-    pub const ALL: [FwdKernel; 10] = [
+    pub const ALL: [FwdKernel; 13] = [
         FwdKernel::Matmul,
         FwdKernel::MatmulF16,
         FwdKernel::Norm,
@@ -53,6 +59,9 @@ impl FwdKernel {
         FwdKernel::Add,
         FwdKernel::Embed,
         FwdKernel::Permute,
+        FwdKernel::Depthwise,
+        FwdKernel::Im2col,
+        FwdKernel::Clamp,
     ];
 
     /// File name in `shaders/`.
@@ -68,6 +77,9 @@ impl FwdKernel {
             FwdKernel::Add => "add.wgsl",
             FwdKernel::Embed => "embed.wgsl",
             FwdKernel::Permute => "permute.wgsl",
+            FwdKernel::Depthwise => "depthwise.wgsl",
+            FwdKernel::Im2col => "im2col.wgsl",
+            FwdKernel::Clamp => "clamp.wgsl",
         }
     }
 
@@ -83,6 +95,9 @@ impl FwdKernel {
             FwdKernel::Add => include_str!("../../shaders/add.wgsl"),
             FwdKernel::Embed => include_str!("../../shaders/embed.wgsl"),
             FwdKernel::Permute => include_str!("../../shaders/permute.wgsl"),
+            FwdKernel::Depthwise => include_str!("../../shaders/depthwise.wgsl"),
+            FwdKernel::Im2col => include_str!("../../shaders/im2col.wgsl"),
+            FwdKernel::Clamp => include_str!("../../shaders/clamp.wgsl"),
         }
     }
 
@@ -136,6 +151,9 @@ pub fn uniform_layouts() -> Vec<(&'static str, &'static str, usize, FieldOffsets
         ("add.wgsl", "AddParams", size_of::<super::add::AddParams>(), super::add::AddParams::FIELDS),
         ("embed.wgsl", "EmbedParams", size_of::<super::embed::EmbedParams>(), super::embed::EmbedParams::FIELDS),
         ("permute.wgsl", "PermuteParams", size_of::<super::permute::PermuteParams>(), super::permute::PermuteParams::FIELDS),
+        ("depthwise.wgsl", "DepthwiseParams", size_of::<super::depthwise::DepthwiseParams>(), super::depthwise::DepthwiseParams::FIELDS),
+        ("im2col.wgsl", "Im2colParams", size_of::<super::im2col::Im2colParams>(), super::im2col::Im2colParams::FIELDS),
+        ("clamp.wgsl", "ClampParams", size_of::<super::clamp::ClampParams>(), super::clamp::ClampParams::FIELDS),
     ]
 }
 

@@ -29,9 +29,12 @@ pub mod topk_merge;
 // Model-forward kernels (see `forward`).
 pub mod add;
 pub mod attention;
+pub mod clamp;
+pub mod depthwise;
 pub mod embed;
 pub mod forward;
 pub mod gelu;
+pub mod im2col;
 pub mod matmul;
 pub mod norm;
 pub mod permute;

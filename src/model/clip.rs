@@ -198,6 +198,11 @@ impl Linear {
         Ok(Self { w, b })
     }
 
+    /// The weight `[out, in]` and bias `[out]` (for the WGSL path).
+    pub(crate) fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.w, self.b.as_ref())
+    }
+
     /// `x: [N, in]` → `[N, out]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let y = x.matmul(&self.w.t()?)?;

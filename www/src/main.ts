@@ -226,6 +226,7 @@ async function runImage(bytes: ArrayBuffer) {
   setBusy(true);
   try {
     st.image = await call({ type: "image", bytes }, [bytes]);
+    console.info(`latentlens: forward ${st.image.timings.visionMs} ms (decode, vision, connector) + ${st.image.timings.llmMs} ms (LLM)`);
     st.locked = st.locked !== null && st.locked < st.image.patches.length ? st.locked : 0;
     st.hover = null;
     const tiles = $("tile") as HTMLSelectElement;
@@ -312,8 +313,12 @@ async function refreshColumns() {
   delete ol.dataset.patch;
   delete ol.dataset.layer;
   try {
-    const r: QueryResult = await call({ type: "query", patch: p, layer: st.layer, k: K });
-    if (gen !== queryGen) return;
+    const layer = st.layer;
+    const r: QueryResult = await call({ type: "query", patch: p, layer, k: K });
+    // A newer query was asked meanwhile (a bank chunk arrived, the selection moved): show
+    // this answer only while it is still for what is selected (the worker answers in order,
+    // so the newer answer replaces it when it comes).
+    if (gen !== queryGen && (selected() !== p || st.layer !== layer)) return;
     renderColumn("latent", r.latent);
     renderColumn("embedding", r.embedding);
     renderColumn("logit", r.logit);
@@ -322,6 +327,7 @@ async function refreshColumns() {
     // LatentLens searched part of the bank: say so (the columns refine as chunks arrive).
     if (r.latent && r.bank && !r.bank.complete) ol.dataset.partial = String(bankPct(r.bank));
     else delete ol.dataset.partial;
+    if (gen !== queryGen) return; // the newer answer sets the marks tests wait for
     ol.dataset.patch = String(p);
     ol.dataset.layer = String(st.layer);
   } catch (e) { showError(e); }

@@ -23,6 +23,7 @@ function named(name: string, message: string): Error {
 function progress(p: DownloadProgress) {
   const file = decodeURIComponent(new URL(p.url).pathname.split("/").pop() || p.url);
   const label = file.endsWith(".llbank") ? "bank" : file;
+  if (p.loaded >= p.total) console.debug(`latentlens worker: ${file} ${p.total} bytes in at ${performance.now().toFixed(0)} ms${p.fromCache ? " (cache)" : ""}`);
   post({ type: "progress", label, loaded: p.loaded, total: p.total, rate: p.bytesPerS, done: p.loaded >= p.total, fromCache: p.fromCache });
 }
 
@@ -33,7 +34,10 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   inspector?.free();
   inspector = null;
   post({ type: "status", text: "downloading the model…" });
+  const t0 = performance.now();
+  console.debug(`latentlens worker: model download starts at ${t0.toFixed(0)} ms`);
   inspector = await Inspector.fromUrl(p.modelName, p.modelBase, progress);
+  const t1 = performance.now();
   let bank = null;
   let bankError: string | null = null;
   if (p.bankUrl) {
@@ -43,6 +47,7 @@ async function load(p: PresetSpec): Promise<LoadResult> {
       bankError = errorText(e);
     }
   }
+  console.debug(`latentlens worker: model ${(t1 - t0).toFixed(0)} ms, bank's first chunk ${(performance.now() - t1).toFixed(0)} ms`);
   return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
 }
 
@@ -87,9 +92,13 @@ async function query(patch: number, layer: number, k: number): Promise<QueryResu
   // Read before the LatentLens query: rows only grow, so it searched at least these
   // (`complete` is exact: a query that started on fewer rows cannot claim it).
   const bank = insp.bankProgress();
+  const t0 = performance.now();
   const latent = insp.bankInfo() ? await insp.query(patch, layer, "latent", k) : null;
+  const t1 = performance.now();
   const embedding = await insp.query(patch, layer, "embedding", k);
+  const t2 = performance.now();
   const logit = await insp.query(patch, layer, "logit", k);
+  console.debug(`latentlens worker: query layer ${layer}: latent ${(t1 - t0).toFixed(0)} ms, embedding ${(t2 - t1).toFixed(0)} ms, logit ${(performance.now() - t2).toFixed(0)} ms`);
   return { latent, embedding, logit, bank };
 }
 

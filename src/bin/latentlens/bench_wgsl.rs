@@ -3,11 +3,14 @@
 //! (`LoadedTextModel`, f32), same token ids, same machine, same run. Then a vision line: a VLM
 //! directory (`--vlm`, default the tiny SmolVLM fixture) on one image, image features (vision
 //! tower + connector, every tile) and the full hidden states, `latentlens::backend::wgsl_vision`
-//! vs `latentlens::model::vlm::Vlm`. Prints a table and ends with one JSON line
-//! `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …, vision: {…}}`. Where the
+//! vs `latentlens::model::vlm::Vlm`. Then a controlled-VLM line: EfficientNet-Lite0 features
+//! of one image (`--effnet`, default $LATENTLENS_EFFNET_SAFETENSORS; skipped without it),
+//! `latentlens::backend::wgsl_effnet` vs `latentlens::model::efficientnet`. Where the
 //! adapter has `shader-f16`, the text forward is also timed with the f16-tile matmuls
 //! (`Precision::F16`) and compared with the same CPU states: `ours_wgsl_f16_ms`,
-//! `min_cosine_f16`, `max_abs_err_f16` (null without the feature).
+//! `min_cosine_f16`, `max_abs_err_f16` (null without the feature). Prints a table and ends with
+//! one JSON line
+//! `{device, ours_wgsl_ms, cpu_ms, wgsl_over_cpu, min_cosine, …, vision: {…}, controlled: {…}}`.
 //!
 //! On a machine without a GPU the adapter is lavapipe (software Vulkan on the CPU): the ratio
 //! is reported, not judged. On a real GPU the achieved weight-read rate (projection bytes per
@@ -45,6 +48,10 @@ pub struct Args {
     /// Image for the vision line (default: `image.png` in the VLM directory).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// EfficientNet-Lite0 safetensors for the controlled-VLM line (default:
+    /// $LATENTLENS_EFFNET_SAFETENSORS; the line is skipped when neither is set).
+    #[arg(long)]
+    effnet: Option<PathBuf>,
 }
 
 /// (min per-token cosine, max abs error) over every state of two forwards.
@@ -134,6 +141,51 @@ fn vision(fk: &ForwardKernels, dir: &std::path::Path, image: &std::path::Path, r
         "features_max_abs_err": f_abs,
         "hidden_min_cosine": h_cos,
         "hidden_max_abs_err": h_abs,
+    }))
+}
+
+/// The controlled-VLM line: EfficientNet-Lite0 features of one scene, WGSL vs CPU.
+fn controlled(fk: &ForwardKernels, effnet: &std::path::Path, reps: usize) -> anyhow::Result<serde_json::Value> {
+    use latentlens::model::controlled::ControlledVlm;
+    use latentlens::model::efficientnet::{EfficientNetLite0, FEATURES};
+    let bytes = std::fs::read(effnet).with_context(|| format!("reading {}", effnet.display()))?;
+    let w = latentlens::model::weights::load_safetensors_bytes(&bytes, &effnet.display().to_string(), &candle_core::Device::Cpu)?;
+    let cpu = EfficientNetLite0::new(&w)?;
+    let gpu = latentlens::backend::wgsl_effnet::WgslEfficientNet::new(fk, &cpu)?;
+    let scene = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/controlled/0900100.png");
+    let img = latentlens::image::decode(&std::fs::read(&scene).with_context(|| format!("reading {}", scene.display()))?)?;
+    let pixels = ControlledVlm::pixels(&img)?;
+    let (mut gm, mut cm) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for rep in 0..=reps {
+        let t = Instant::now();
+        let g = gpu.features_blocking(&pixels)?;
+        let a = t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
+        let c = cpu.features(&pixels)?;
+        let b = t.elapsed().as_secs_f64() * 1e3;
+        if rep > 0 {
+            gm.push(a);
+            cm.push(b);
+        }
+        last = Some((g, c));
+    }
+    let (g, c) = last.context("no run")?;
+    let (cos, abs) = compare(&g, &c, FEATURES);
+    let (gm, cm) = (median(gm), median(cm));
+    println!();
+    println!("controlled VLM: EfficientNet-Lite0 features [49, {FEATURES}] of {}", scene.display());
+    println!("{:<40} {:>12}", "path", "features ms");
+    println!("{:<40} {:>12.1}", "ours WGSL (WgslEfficientNet)", gm);
+    println!("{:<40} {:>12.1}", "ours CPU (EfficientNetLite0)", cm);
+    println!("WGSL / CPU {:.2}×, min cosine {cos:.7}, max abs err {abs:.3e}", gm / cm);
+    Ok(serde_json::json!({
+        "effnet": effnet.display().to_string(),
+        "ours_wgsl_effnet_ms": (gm * 10.0).round() / 10.0,
+        "cpu_effnet_ms": (cm * 10.0).round() / 10.0,
+        "effnet_wgsl_over_cpu": (gm / cm * 1000.0).round() / 1000.0,
+        "effnet_min_cosine": cos,
+        "effnet_max_abs_err": abs,
     }))
 }
 
@@ -237,6 +289,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let vlm_dir = args.vlm.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/smolvlm_llama"));
     let image = args.image.unwrap_or_else(|| vlm_dir.join("image.png"));
     let vision = vision(&fk, &vlm_dir, &image, args.reps)?;
+    let effnet = args.effnet.or_else(|| std::env::var_os("LATENTLENS_EFFNET_SAFETENSORS").map(PathBuf::from));
+    let controlled = match effnet {
+        Some(p) => controlled(&fk, &p, args.reps)?,
+        None => {
+            println!("\ncontrolled VLM line skipped: pass --effnet or set LATENTLENS_EFFNET_SAFETENSORS");
+            serde_json::Value::Null
+        }
+    };
     let json = serde_json::json!({
         "device": device,
         "tokens": ids.len(),
@@ -250,6 +310,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "min_cosine_f16": f16.map(|(_, cs, _)| cs),
         "max_abs_err_f16": f16.map(|(_, _, ma)| ma),
         "vision": vision,
+        "controlled": controlled,
     });
     println!("{json}");
     Ok(())

@@ -79,7 +79,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .args(["--sentences", &a.sentences.to_string(), "--layers", &layers.join(",")])
         .args(["--threads", &threads.to_string(), "--max-tokens", &cfg.max_tokens.to_string()])
         .args(["--batch-tokens", &cfg.batch_tokens.to_string(), "--skip", &cfg.skip_positions.to_string()])
-        .env("OMP_WAIT_POLICY", "PASSIVE")
         .output()
         .with_context(|| format!("running {} tools/bench_bank_torch.py (./build.sh pyenv)", python.display()))?;
     if !out.status.success() {

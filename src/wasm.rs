@@ -245,6 +245,9 @@ fn bank_source(name: &str, bytes: Vec<u8>) -> Box<dyn ByteSource> {
     Box::new(MemorySource::with_name(name, bytes))
 }
 
+/// Chunk size (cache entry, resume unit) for model files, which are always read whole.
+const MODEL_CHUNK: u64 = 4 << 20;
+
 /// Name of the Cache API cache holding bank and model chunks.
 const CACHE_NAME: &str = "latentlens-v1";
 
@@ -280,14 +283,20 @@ async fn fetch_options(on_progress: Option<js_sys::Function>) -> FetchOptions {
 async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn ByteSource>, whole: bool) -> Result<JsValue, JsValue> {
     let reader = BankReader::open(source).await.map_err(|e| domain_error(e.into()))?;
     let lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
-    {
-        let s = state.borrow();
-        lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))?;
-    }
-    let mut more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
-    while whole && more {
-        more = lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some();
-    }
+    check_bank_model(state, &lens)?;
+    lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?;
+    install_lens(state, name, lens, whole).await
+}
+
+/// Refuses (BankError) a bank built for another model than the inspector's, naming both.
+fn check_bank_model(state: &Rc<RefCell<State>>, lens: &LatentLens) -> Result<(), JsValue> {
+    let s = state.borrow();
+    lens.check_model(&s.name, &s.fingerprint).map_err(|e| domain_error(e.into()))
+}
+
+/// Installs an opened bank whose model was checked (every chunk with `whole`).
+async fn install_lens(state: &Rc<RefCell<State>>, name: String, lens: LatentLens, whole: bool) -> Result<JsValue, JsValue> {
+    while whole && lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?.is_some() {}
     let lens = Rc::new(lens);
     {
         let mut s = state.borrow_mut();
@@ -298,6 +307,41 @@ async fn install_bank(state: &Rc<RefCell<State>>, name: String, source: Box<dyn 
     }
     upload_bank_when_complete(state);
     to_js(&bank_info(&lens, &name))
+}
+
+/// A bank opened by URL on its own, before any model: header, manifest,
+/// quantizers and first row chunk downloaded (HTTP Range requests, Cache API,
+/// progress), so it can download beside the model and be handed to
+/// [`Inspector::install_bank`] once the model is built.
+#[wasm_bindgen]
+pub struct BankDownload {
+    url: String,
+    lens: LatentLens,
+}
+
+#[wasm_bindgen]
+impl BankDownload {
+    /// Opens the bank at `url` and loads its first row chunk. Rejects
+    /// (BankError, FetchError) a file that is not a bank or cannot be read;
+    /// which model it belongs to is checked by `Inspector.installBank`.
+    #[wasm_bindgen(js_name = fromUrl)]
+    pub async fn from_url(
+        url: String,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
+        on_progress: Option<js_sys::Function>,
+    ) -> Result<BankDownload, JsValue> {
+        let src = url_source(&url, on_progress).await?;
+        let reader = BankReader::open(src).await.map_err(|e| domain_error(e.into()))?;
+        let lens = LatentLens::open(reader).await.map_err(|e| domain_error(e.into()))?;
+        lens.load_next_chunk().await.map_err(|e| domain_error(e.into()))?;
+        Ok(BankDownload { url, lens })
+    }
+
+    /// The bank's URL.
+    #[wasm_bindgen(getter)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
 }
 
 /// With WebGPU on and every chunk of the bank loaded, uploads the bank to the
@@ -474,7 +518,7 @@ fn json_bytes(bytes: &[u8], what: &str) -> Result<Value, JsValue> {
 }
 
 /// Builds an [`Inspector`] from the bytes of a VLM's files.
-fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer: &[u8], shards: &[&[u8]]) -> Result<Inspector, JsValue> {
+fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer: &[u8], shards: &[&[u8]]) -> Result<Built, JsValue> {
     let dev = Device::Cpu;
     let config = json_bytes(config, "config.json")?;
     let processor_config = json_bytes(processor_config, "preprocessor_config.json")?;
@@ -490,17 +534,67 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
         w.extend(part, &what).map_err(|e| domain_error(e.into()))?;
     }
     let vlm = Vlm::from_parts(&config, w.var_builder(&dev), &processor_config, tok, name).map_err(|e| domain_error(e.into()))?;
-    new_inspector(name, AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(config, w))
+    Ok((AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(config, w)))
 }
 
+/// A model built from its files, before its fingerprint is taken.
+type Built = (AnyVlm, GpuSource);
+
 /// Builds an [`Inspector`] for the controlled VLM from its three weight files.
-fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text_gguf: Vec<u8>) -> Result<Inspector, JsValue> {
+fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text_gguf: Vec<u8>) -> Result<Built, JsValue> {
     let dev = Device::Cpu;
     let vision = load_safetensors_bytes(vision, "vision encoder (EfficientNet-Lite0 safetensors)", &dev).map_err(|e| domain_error(e.into()))?;
     let conn = load_safetensors_bytes(connector, "connector safetensors", &dev).map_err(|e| domain_error(e.into()))?;
     let text = LoadedTextModel::from_gguf_bytes_with(&text_gguf, "LLM GGUF", false).map_err(|e| domain_error(e.into()))?;
     let vlm = ControlledVlm::from_parts(&vision, &conn, text, "connector safetensors", name).map_err(|e| domain_error(e.into()))?;
-    new_inspector(name, AnyVlm::Controlled(Box::new(vlm)), GpuSource::Gguf(text_gguf))
+    Ok((AnyVlm::Controlled(Box::new(vlm)), GpuSource::Gguf(text_gguf)))
+}
+
+/// An [`Inspector`] from a built model, its fingerprint taken in Rust (synchronous callers).
+fn sync_inspector(name: &str, (vlm, src): Built) -> Result<Inspector, JsValue> {
+    let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
+    new_inspector(name, vlm, src, fingerprint)
+}
+
+/// The model fingerprint ([`crate::model::fingerprint`]) hashed by the browser's native
+/// SHA-256 (`crypto.subtle.digest`: the 113 MB of a SmolLM2 embedding in ~0.1 s instead of
+/// ~0.35 s in wasm); the same digest, computed in Rust where SubtleCrypto is missing.
+async fn browser_fingerprint(vlm: &AnyVlm) -> Result<String, JsValue> {
+    match subtle_fingerprint(vlm).await {
+        Ok(f) => Ok(f),
+        Err(_) => vlm.fingerprint().map_err(|e| domain_error(e.into())),
+    }
+}
+
+async fn subtle_fingerprint(vlm: &AnyVlm) -> Result<String, JsValue> {
+    use wasm_bindgen::JsCast;
+    let fail = |m: &str| JsValue::from_str(m);
+    let emb = vlm.text_model().embedding_matrix().to_dtype(candle_core::DType::F32).and_then(|t| t.contiguous()).map_err(|_| fail("embedding"))?;
+    let header = crate::model::fingerprint::fingerprint_header(&vlm.tokenizer().vocab_in_id_order(), emb.dims());
+    let buf = {
+        let (storage, layout) = emb.storage_and_layout();
+        let (candle_core::Storage::Cpu(cpu), Some((a, b))) = (&*storage, layout.contiguous_offsets()) else {
+            return Err(fail("not a contiguous CPU tensor"));
+        };
+        let vals = cpu.as_slice::<f32>().ok().and_then(|v| v.get(a..b)).ok_or_else(|| fail("not f32"))?;
+        let bytes: &[u8] = bytemuck::cast_slice(vals);
+        let total = u32::try_from(header.len() + bytes.len()).map_err(|_| fail("too large"))?;
+        let buf = Uint8Array::new_with_length(total);
+        buf.subarray(0, header.len() as u32).copy_from(&header);
+        buf.subarray(header.len() as u32, total).copy_from(bytes);
+        buf
+    };
+    let global = js_sys::global();
+    let crypto = js_sys::Reflect::get(&global, &JsValue::from_str("crypto"))?;
+    let subtle = js_sys::Reflect::get(&crypto, &JsValue::from_str("subtle"))?;
+    let digest: js_sys::Function = js_sys::Reflect::get(&subtle, &JsValue::from_str("digest"))?.dyn_into()?;
+    let p: Promise = digest.call2(&subtle, &JsValue::from_str("SHA-256"), &buf)?.dyn_into()?;
+    let out = wasm_bindgen_futures::JsFuture::from(p).await?;
+    let d = Uint8Array::new(&out).to_vec();
+    if d.len() != 32 {
+        return Err(fail("digest length"));
+    }
+    Ok(crate::model::fingerprint::fingerprint_from_digest(&d))
 }
 
 /// Where the WGSL decoder's weights come from: the HF checkpoint's tensors (sharing storage
@@ -519,8 +613,7 @@ enum GpuModel {
     Controlled(Rc<WgslControlledVlm>),
 }
 
-fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource) -> Result<Inspector, JsValue> {
-    let fingerprint = vlm.fingerprint().map_err(|e| domain_error(e.into()))?;
+fn new_inspector(name: &str, vlm: AnyVlm, gpu_source: GpuSource, fingerprint: String) -> Result<Inspector, JsValue> {
     let state = State {
         vlm,
         name: name.to_string(),
@@ -557,14 +650,14 @@ impl Inspector {
     ) -> Result<Inspector, JsValue> {
         let shards = array_bytes(&weights, "weights")?;
         let refs: Vec<&[u8]> = shards.iter().map(Vec::as_slice).collect();
-        build_inspector(name, config, processor_config, tokenizer, &refs)
+        sync_inspector(name, build_inspector(name, config, processor_config, tokenizer, &refs)?)
     }
 
     /// Loads the controlled VLM from the bytes of its three parts: the vision encoder
     /// (EfficientNet-Lite0 safetensors), the connector safetensors and the LLM's GGUF.
     #[wasm_bindgen(js_name = fromControlledBytes)]
     pub fn from_controlled_bytes(name: &str, vision: &[u8], connector: &[u8], gguf: Vec<u8>) -> Result<Inspector, JsValue> {
-        build_controlled(name, vision, connector, gguf)
+        sync_inspector(name, build_controlled(name, vision, connector, gguf)?)
     }
 
     /// Downloads and loads a VLM from its folder URL (a Hugging Face
@@ -581,12 +674,19 @@ impl Inspector {
         #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "((p: DownloadProgress) => void) | undefined")]
         on_progress: Option<js_sys::Function>,
     ) -> Result<Inspector, JsValue> {
-        let mut files = ModelFiles::fetch_model(&base, &fetch_options(on_progress).await).await.map_err(|e| domain_error(e.into()))?;
+        // Whole files: a coarse chunk grid (4 MiB cache entries, 16 MiB requests). Every Cache
+        // API entry has a fixed cost in the browser: with 256 KiB entries the cache writes made
+        // the cold model download 3× slower (4.8 s vs 1.5 s uncached for 119 MB from localhost).
+        let opts = fetch_options(on_progress).await.with_chunk_size(MODEL_CHUNK);
+        let opts = FetchOptions { max_request: 4 * MODEL_CHUNK, ..opts };
+        let mut files = ModelFiles::fetch_model(&base, &opts).await.map_err(|e| domain_error(e.into()))?;
         let config = files.get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
         if let Some(parts) = controlled_parts(config).map_err(|m| js_error("ModelError", m))? {
             let text = files.files.remove(&parts[2]).unwrap_or_default();
             let part = |i: usize| files.get(&parts[i]).ok_or_else(|| input_error(format!("{base}: no {}", parts[i])));
-            return build_controlled(&name, part(0)?, part(1)?, text);
+            let (vlm, src) = build_controlled(&name, part(0)?, part(1)?, text)?;
+            let fp = browser_fingerprint(&vlm).await?;
+            return new_inspector(&name, vlm, src, fp);
         }
         let get = |n: &str| files.get(n);
         let config = get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
@@ -600,7 +700,9 @@ impl Inspector {
             .filter(|(n, _)| n.ends_with(".safetensors"))
             .map(|(_, b)| b.as_slice())
             .collect();
-        build_inspector(&name, config, processor, tokenizer, &shards)
+        let (vlm, src) = build_inspector(&name, config, processor, tokenizer, &shards)?;
+        let fp = browser_fingerprint(&vlm).await?;
+        new_inspector(&name, vlm, src, fp)
     }
 
     /// The model: name, family, fingerprint, number of hidden states, sizes.
@@ -648,6 +750,19 @@ impl Inspector {
         future_to_promise(async move {
             let src = url_source(&url, on_progress).await?;
             install_bank(&state, url, src, false).await
+        })
+    }
+
+    /// Installs a bank opened with `BankDownload.fromUrl` (which may have
+    /// downloaded beside this model), as `loadBankUrl` would have: refuses
+    /// (BankError) a bank built for another model; the `BankDownload` is
+    /// consumed. Call `loadNextBankChunk` for the rest of the rows.
+    #[wasm_bindgen(js_name = installBank, unchecked_return_type = "Promise<BankInfo>")]
+    pub fn install_bank(&self, bank: BankDownload) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            check_bank_model(&state, &bank.lens)?;
+            install_lens(&state, bank.url, bank.lens, false).await
         })
     }
 
@@ -827,10 +942,7 @@ impl Inspector {
     pub fn query(&self, patch: u32, layer: u32, #[wasm_bindgen(unchecked_param_type = "Method")] method: String, k: u32) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let all = query_all(&state, layer as usize, &method, k as usize).await?;
-            let list = all.get(patch as usize).ok_or_else(|| {
-                input_error(format!("patch {patch} is out of range: the image has {} patches", all.len()))
-            })?;
+            let list = query_one(&state, patch as usize, layer as usize, &method, k as usize).await?;
             to_js(&Value::Array(list.iter().map(neighbour_json).collect()))
         })
     }
@@ -996,6 +1108,31 @@ async fn query_all(
     method: &str,
     k: usize,
 ) -> Result<Lists, JsValue> {
+    lists(state, layer, method, k, None).await
+}
+
+/// The neighbours of one patch: from the every-patch cache when it has this
+/// (layer, method, k), else searched for that patch alone (one query row, not
+/// the whole image: the first neighbours do not wait for every patch).
+async fn query_one(state: &Rc<RefCell<State>>, patch: usize, layer: usize, method: &str, k: usize) -> Result<Vec<Neighbour>, JsValue> {
+    let n = state.borrow().image.as_ref().map(|r| r.hs.visual_rows.len()).unwrap_or(0);
+    if patch >= n && n > 0 {
+        return Err(input_error(format!("patch {patch} is out of range: the image has {n} patches")));
+    }
+    let got = lists(state, layer, method, k, Some(patch)).await?;
+    let one = if got.len() == 1 { got.first() } else { got.get(patch) };
+    one.cloned().ok_or_else(|| input_error(format!("patch {patch} is out of range: the image has {n} patches")))
+}
+
+/// Neighbours of every patch (`only` = None; cached) or of patch `only` (the
+/// cached every-patch lists when present, else a one-row search, not cached).
+async fn lists(
+    state: &Rc<RefCell<State>>,
+    layer: usize,
+    method: &str,
+    k: usize,
+    only: Option<usize>,
+) -> Result<Lists, JsValue> {
     let method = parse_method(method)?;
     if k == 0 || k > MAX_K {
         return Err(input_error(format!("k = {k}: ask for between 1 and {MAX_K} neighbours")));
@@ -1016,8 +1153,14 @@ async fn query_all(
         (run, s.bank.clone(), s.gpu_bank.clone(), s.generation)
     };
     let d = run.hs.hidden_size;
-    let mut q = Vec::with_capacity(run.hs.visual_rows.len() * d); // [patches, d]
-    for &r in &run.hs.visual_rows {
+    let rows: &[usize] = match only {
+        Some(p) => run.hs.visual_rows.get(p..p + 1).ok_or_else(|| {
+            input_error(format!("patch {p} is out of range: the image has {} patches", run.hs.visual_rows.len()))
+        })?,
+        None => &run.hs.visual_rows,
+    };
+    let mut q = Vec::with_capacity(rows.len() * d); // [patches, d]
+    for &r in rows {
         q.extend_from_slice(
             run.hs.row(layer, r).ok_or_else(|| input_error(format!("hidden state row {r} of layer {layer} is missing")))?,
         );
@@ -1054,7 +1197,7 @@ async fn query_all(
     };
     let lists = Rc::new(lists);
     let mut s = state.borrow_mut();
-    if s.generation == generation {
+    if s.generation == generation && only.is_none() {
         s.cache.insert((layer, method, k), lists.clone());
     }
     Ok(lists)

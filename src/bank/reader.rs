@@ -21,7 +21,7 @@ use super::BankError;
 use crate::fetch::ByteSource;
 
 /// Decompressed sentence blocks kept in memory (most recently used first).
-const BLOCK_CACHE_LEN: usize = 16;
+pub(crate) const BLOCK_CACHE_LEN: usize = 16;
 /// Decoded row-metadata chunks kept in memory for [`BankReader::row_meta`].
 const META_CACHE_LEN: usize = 4;
 

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::rc::Rc;
 
-use futures::future::LocalBoxFuture;
+use futures::future::{join_all, LocalBoxFuture};
 
 use super::cache::{unwrap, wrap, ChunkCache};
 use super::clock::{now_ms, sleep_ms};
@@ -143,6 +143,10 @@ pub struct HttpSource {
     /// Chunk 0 as the opening request brought it (the bank header is read
     /// right after open; no second download without a cache).
     chunk0: RefCell<Option<Vec<u8>>>,
+    /// The cache knew nothing of this file when it was opened (no meta entry):
+    /// then no chunk can be there but the ones this source stored, and the
+    /// others are not looked up (a first download costs no cache reads).
+    cold: bool,
 }
 
 impl fmt::Debug for HttpSource {
@@ -187,7 +191,8 @@ impl HttpSource {
         let mut attempt = 0;
         loop {
             match Self::probe(url, &opts).await {
-                Ok((src, chunk0)) => {
+                Ok((mut src, chunk0)) => {
+                    src.cold = cached_meta.is_none();
                     if let Some(c) = &src.opts.cache {
                         let m = Meta { total: src.total, etag: src.etag.clone(), chunk_size: src.opts.chunk_size };
                         if let Ok(json) = serde_json::to_vec(&m) {
@@ -211,7 +216,15 @@ impl HttpSource {
     }
 
     fn new(url: &str, total: u64, etag: Option<String>, opts: FetchOptions) -> Self {
-        Self { url: url.to_string(), total, etag, opts, counters: RefCell::new(Counters::default()), chunk0: RefCell::new(None) }
+        Self {
+            url: url.to_string(),
+            total,
+            etag,
+            opts,
+            counters: RefCell::new(Counters::default()),
+            chunk0: RefCell::new(None),
+            cold: false,
+        }
     }
 
     /// First request: `Range: bytes=0-{cs-1}`; returns the source and chunk 0.
@@ -349,6 +362,9 @@ impl HttpSource {
             }
         }
         let cache = self.opts.cache.as_ref()?;
+        if self.cold && !self.counters.borrow().seen.contains(&i) {
+            return None;
+        }
         let key = self.chunk_key(i);
         let v = cache_get(&**cache, &key).await?;
         let (a, b) = self.chunk_span(i);
@@ -359,10 +375,23 @@ impl HttpSource {
         Some(v)
     }
 
+    /// Puts chunk `i` in the cache. A full or failing cache only costs a later
+    /// re-download, so errors are dropped. In the browser the put runs in the
+    /// background (the Cache API writes off the thread; awaiting each 256 KiB
+    /// put before reading on halved the download rate); natively it is awaited.
     async fn store(&self, i: u64, bytes: &[u8]) {
-        if let Some(cache) = &self.opts.cache {
-            // A full or failing cache only costs a later re-download.
-            let _ = cache.put(&self.chunk_key(i), &wrap(bytes)).await;
+        let Some(cache) = &self.opts.cache else { return };
+        let (key, value) = (self.chunk_key(i), wrap(bytes));
+        #[cfg(target_arch = "wasm32")]
+        {
+            let cache = cache.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = cache.put(&key, &value).await;
+            });
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = cache.put(&key, &value).await;
         }
     }
 
@@ -404,33 +433,28 @@ impl HttpSource {
             let to = (end.min(a + data.len() as u64) - a) as usize;
             out.extend_from_slice(&data[from as usize..to]);
         };
+        // Batches of up to `per_request` chunks: their cache lookups run
+        // concurrently, then each run of missing chunks is one Range request.
         let mut c = c0;
         while c <= c1 {
-            if let Some(data) = self.cached(c).await {
-                self.count(c, data.len() as u64, true);
-                append(&mut out, c, &data);
-                c += 1;
-                continue;
-            }
-            // A run of missing chunks [c, last], bounded by max_request.
-            let mut last = c;
-            let mut next_cached = None;
-            while last < c1 && last + 1 - c < per_request {
-                match self.cached(last + 1).await {
-                    Some(d) => {
-                        next_cached = Some(d);
-                        break;
-                    }
-                    None => last += 1,
+            let batch_end = (c + per_request - 1).min(c1);
+            let mut found: Vec<Option<Vec<u8>>> = join_all((c..=batch_end).map(|i| self.cached(i))).await;
+            let mut i = c;
+            while i <= batch_end {
+                if let Some(data) = found[(i - c) as usize].take() {
+                    self.count(i, data.len() as u64, true);
+                    append(&mut out, i, &data);
+                    i += 1;
+                    continue;
                 }
+                let mut last = i;
+                while last < batch_end && found[(last + 1 - c) as usize].is_none() {
+                    last += 1;
+                }
+                self.fetch_run(i, last, &mut |j, data| append(&mut out, j, data)).await?;
+                i = last + 1;
             }
-            self.fetch_run(c, last, &mut |i, data| append(&mut out, i, data)).await?;
-            c = last + 1;
-            if let Some(d) = next_cached {
-                self.count(c, d.len() as u64, true);
-                append(&mut out, c, &d);
-                c += 1;
-            }
+            c = batch_end + 1;
         }
         if out.len() != len {
             return Err(FetchError::ShortRead { name: self.url.clone(), offset, expected: len as u64, got: out.len() as u64 });

@@ -9,7 +9,13 @@
 
 use std::collections::BTreeMap;
 
+use futures::future::try_join_all;
+
 use super::{fetch_all, FetchError, FetchOptions};
+
+async fn fetch_all_owned(url: String, opts: FetchOptions) -> Result<Vec<u8>, FetchError> {
+    fetch_all(&url, opts).await
+}
 
 /// Where `file` lives under the model URL `base` (see the module docs).
 pub fn model_file_url(base: &str, file: &str) -> String {
@@ -64,10 +70,10 @@ impl ModelFiles {
         if let Some(parts) = controlled_parts(me.get("config.json").unwrap_or_default())
             .map_err(|message| FetchError::Protocol { url: model_file_url(base, "config.json"), message })?
         {
-            for name in parts {
-                let b = fetch_all(&model_file_url(base, &name), opts.clone()).await?;
-                me.files.insert(name, b);
-            }
+            // The parts download side by side (a small vision encoder and connector
+            // beside the LLM's GGUF).
+            let got = try_join_all(parts.iter().map(|name| fetch_all_owned(model_file_url(base, name), opts.clone()))).await?;
+            me.files.extend(parts.into_iter().zip(got));
             return Ok(me);
         }
         let tok = fetch_all(&model_file_url(base, "tokenizer.json"), opts.clone()).await?;
@@ -92,10 +98,8 @@ impl ModelFiles {
                 let index = fetch_all(&index_url, opts.clone()).await?;
                 let shards = shard_names(&index).map_err(|message| FetchError::Protocol { url: index_url, message })?;
                 me.files.insert(index_name.into(), index);
-                for s in shards {
-                    let b = fetch_all(&model_file_url(base, &s), opts.clone()).await?;
-                    me.files.insert(s, b);
-                }
+                let got = try_join_all(shards.iter().map(|s| fetch_all_owned(model_file_url(base, s), opts.clone()))).await?;
+                me.files.extend(shards.into_iter().zip(got));
             }
             Err(e) => return Err(e),
         }

@@ -46,26 +46,54 @@ fn token_neighbour(tok: &Tokenizer, rank: usize, id: u32, score: f32, prob: Opti
     Neighbour { rank: rank as u32 + 1, score, prob, word, token: raw, token_id: id, sentence: None, span: None, bank_layer: None, method }
 }
 
-/// EmbeddingLens: unit-normalised rows of the input embedding matrix.
+/// EmbeddingLens: cosine against the rows of the input embedding matrix.
 #[derive(Debug, Clone)]
 pub struct EmbeddingLens {
-    /// `[vocab, d]`, rows L2-normalised.
-    unit: Tensor,
+    /// `[vocab, d]` f32, as the model holds it (shared storage, not a copy).
+    emb: Tensor,
+    /// `1 / max(|row|, 1e-12)` of every row.
+    inv_norm: Vec<f32>,
+}
+
+/// `1 / max(|row|, 1e-12)` for each row of a contiguous `[n, d]` f32 CPU tensor.
+fn inverse_row_norms(t: &Tensor) -> Result<Vec<f32>, ModelError> {
+    let (n, d) = t.dims2()?;
+    let (storage, layout) = t.storage_and_layout();
+    let rows = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((a, b))) => {
+            let data = cpu.as_slice::<f32>()?;
+            data.get(a..b).map(|s| s.chunks_exact(d.max(1)).map(|r| r.iter().map(|x| x * x).sum::<f32>()).collect::<Vec<f32>>())
+        }
+        _ => None,
+    };
+    let sq = match rows {
+        Some(v) => v,
+        None => {
+            drop(storage);
+            t.sqr()?.sum_keepdim(1)?.flatten_all()?.to_vec1::<f32>()?
+        }
+    };
+    debug_assert_eq!(sq.len(), n);
+    Ok(sq.into_iter().map(|s| 1.0 / s.sqrt().max(1e-12)).collect())
 }
 
 impl EmbeddingLens {
-    /// Prepares the normalised embedding matrix once.
+    /// Prepares the row norms once (one pass over the matrix; no normalised copy).
     pub fn new(model: &TextModel) -> Result<Self, ModelError> {
-        let e = model.embedding_matrix().to_dtype(DType::F32)?;
-        Ok(Self { unit: l2_normalise_rows(&e)? })
+        let emb = model.embedding_matrix().to_dtype(DType::F32)?.contiguous()?;
+        let inv_norm = inverse_row_norms(&emb)?;
+        Ok(Self { emb, inv_norm })
     }
 
     /// Top-`k` vocabulary entries by cosine for each query row of `queries` (`[Q, d]` row-major).
     pub fn explain(&self, tok: &Tokenizer, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, ModelError> {
-        let d = self.unit.dim(1)?;
+        let d = self.emb.dim(1)?;
         let q = l2_normalise_rows(&queries_tensor(queries, d)?)?; // [Q, d]
-        let sims = q.matmul(&self.unit.t()?)?; // [Q, vocab]
-        let rows: Vec<Vec<f32>> = sims.to_vec2()?;
+        let sims = q.matmul(&self.emb.t()?)?; // [Q, vocab]: q̂ · e
+        let mut rows: Vec<Vec<f32>> = sims.to_vec2()?;
+        for r in &mut rows {
+            r.iter_mut().zip(&self.inv_norm).for_each(|(s, n)| *s *= n); // / |e|
+        }
         Ok(rows
             .iter()
             .map(|r| {

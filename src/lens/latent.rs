@@ -4,6 +4,7 @@
 //! product-quantized bank, merged across bank layers, read out as whole words
 //! inside their sentence.
 
+use futures::future::{join, join_all};
 use std::cell::RefCell;
 
 use super::readout::whole_word;
@@ -87,8 +88,10 @@ impl LatentLens {
     /// until [`load_next_chunk`](Self::load_next_chunk) is called.
     pub async fn open(reader: BankReader) -> Result<Self, BankError> {
         let mut layers = Vec::with_capacity(reader.n_layers());
-        for (slot, &l) in reader.manifest().layers.iter().enumerate() {
-            let pq = ProductQuantizer::from_bytes(&reader.quantizer_blob(slot).await?)?;
+        // Every layer's quantizer at once (over HTTP: requests side by side, not one by one).
+        let blobs = join_all((0..reader.manifest().layers.len()).map(|slot| reader.quantizer_blob(slot))).await;
+        for (&l, blob) in reader.manifest().layers.iter().zip(blobs) {
+            let pq = ProductQuantizer::from_bytes(&blob?)?;
             if pq.d() != reader.manifest().hidden_size as usize || pq.code_bytes() != reader.code_bytes() {
                 return Err(BankError::Corrupt(format!(
                     "the quantizer of bank layer {l} has d={} and {} code bytes, the manifest says d={} and {}",
@@ -116,13 +119,20 @@ impl LatentLens {
         }
         let rows = self.reader.chunk_rows(c)?;
         let n = (rows.end - rows.start) as usize;
-        let mut codes = Vec::with_capacity(self.layers.len());
-        let mut refine = Vec::with_capacity(self.layers.len());
-        for slot in 0..self.layers.len() {
-            codes.push(self.reader.codes_chunk(slot, c).await?);
-            refine.push(if self.reader.refine_bytes() > 0 { self.reader.refine_chunk(slot, c).await? } else { Vec::new() });
-        }
-        let meta = self.reader.row_meta_chunk(c).await?;
+        // Every layer's codes and refinement data and the row metadata, read side by side.
+        let slots = 0..self.layers.len();
+        let codes = join_all(slots.clone().map(|slot| self.reader.codes_chunk(slot, c)));
+        let refine = join_all(slots.map(|slot| async move {
+            if self.reader.refine_bytes() > 0 {
+                self.reader.refine_chunk(slot, c).await
+            } else {
+                Ok(Vec::new())
+            }
+        }));
+        let ((codes, refine), meta) = join(join(codes, refine), self.reader.row_meta_chunk(c)).await;
+        let codes: Vec<Vec<u8>> = codes.into_iter().collect::<Result<_, _>>()?;
+        let refine: Vec<Vec<u8>> = refine.into_iter().collect::<Result<_, _>>()?;
+        let meta = meta?;
         if meta.len() != n {
             return Err(BankError::Corrupt(format!("row chunk {c} has {} metadata rows, expected {n}", meta.len())));
         }
@@ -255,6 +265,18 @@ impl LatentLens {
     /// Hits (from [`search`](Self::search)) as readable neighbours, ranked in
     /// the given order: reads each hit's sentence (cached by sentence block).
     pub async fn neighbours(&self, hits: &[Hit]) -> Result<Vec<Neighbour>, BankError> {
+        // The distinct sentence blocks of these hits, read side by side first (over HTTP:
+        // one round trip instead of one per hit); errors surface below, per hit.
+        let spb = u64::from(self.reader.manifest().sentences_per_block.max(1));
+        let mut blocks: Vec<u64> = {
+            let rows = self.rows.borrow();
+            hits.iter().filter_map(|h| rows.meta.get(h.row as usize)).map(|m| u64::from(m.sentence_id) / spb).collect()
+        };
+        blocks.sort_unstable();
+        blocks.dedup();
+        if blocks.len() > 1 && blocks.len() <= crate::bank::reader::BLOCK_CACHE_LEN {
+            let _ = join_all(blocks.iter().map(|&b| self.reader.sentence_block(b))).await;
+        }
         let mut list = Vec::with_capacity(hits.len());
         for (rank, h) in hits.iter().enumerate() {
             list.push(self.neighbour(rank, h).await?);

@@ -26,15 +26,7 @@ pub fn model_fingerprint(tokenizer: &Tokenizer, embedding: &Tensor) -> Result<St
 /// As [`model_fingerprint`], from the vocabulary strings in id order.
 pub fn fingerprint_parts(vocab: &[String], embedding: &Tensor) -> Result<String, ModelError> {
     let mut h = Sha256::new();
-    h.update(b"latentlens-fp-v1\0");
-    h.update((vocab.len() as u64).to_le_bytes());
-    for t in vocab {
-        h.update(t.as_bytes());
-        h.update([0u8]);
-    }
-    for &d in embedding.dims() {
-        h.update((d as u64).to_le_bytes());
-    }
+    h.update(fingerprint_header(vocab, embedding.dims()));
     let flat = embedding.to_dtype(DType::F32)?.flatten_all()?;
     let n = flat.dim(0)?;
     // Hash in row chunks to avoid a second full copy of the matrix as bytes.
@@ -46,9 +38,30 @@ pub fn fingerprint_parts(vocab: &[String], embedding: &Tensor) -> Result<String,
         h.update(bytemuck::cast_slice::<f32, u8>(&vals));
         start += len;
     }
-    let digest = h.finalize();
+    Ok(fingerprint_from_digest(&h.finalize()))
+}
+
+/// The bytes hashed before the embedding values: the tag, the vocabulary and the
+/// embedding shape (see the module docs). The embedding's f32 values (LE, row-major) follow.
+pub fn fingerprint_header(vocab: &[String], dims: &[usize]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 + dims.len() * 8 + vocab.iter().map(|t| t.len() + 1).sum::<usize>());
+    m.extend_from_slice(b"latentlens-fp-v1\0");
+    m.extend_from_slice(&(vocab.len() as u64).to_le_bytes());
+    for t in vocab {
+        m.extend_from_slice(t.as_bytes());
+        m.push(0);
+    }
+    for &d in dims {
+        m.extend_from_slice(&(d as u64).to_le_bytes());
+    }
+    m
+}
+
+/// The fingerprint string of a SHA-256 digest of header + values (for callers that hash
+/// elsewhere, e.g. the browser's native SHA-256).
+pub fn fingerprint_from_digest(digest: &[u8]) -> String {
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{FINGERPRINT_PREFIX}{hex}"))
+    format!("{FINGERPRINT_PREFIX}{hex}")
 }
 
 /// Checks that a bank's stored fingerprint matches the loaded model.

@@ -2,7 +2,7 @@
 // forward and every search run here, so the UI thread never freezes.
 // Requests are handled one at a time, in arrival order; the bank's row chunks
 // load beside them (pumpBank), so queries answer from the first chunk on.
-import init, { Inspector, SceneMaker, type BankProgress, type DownloadProgress, type Scene } from "latentlens";
+import init, { BankDownload, Inspector, SceneMaker, type BankProgress, type DownloadProgress, type Scene } from "latentlens";
 import type { FromWorker, LayerSummary, LoadResult, PresetSpec, QueryResult, Request, WireError } from "./protocol";
 
 const K = 5;
@@ -33,21 +33,38 @@ async function load(p: PresetSpec): Promise<LoadResult> {
   bankGen++; // stops the previous bank's pump
   inspector?.free();
   inspector = null;
-  post({ type: "status", text: "downloading the model…" });
+  post({ type: "status", text: "downloading the model and the bank…" });
   const t0 = performance.now();
   console.debug(`latentlens worker: model download starts at ${t0.toFixed(0)} ms`);
-  inspector = await Inspector.fromUrl(p.modelName, p.modelBase, progress);
+  // The bank's header, quantizers and first row chunk download beside the model; the
+  // model check happens when it is installed.
+  const gen = ++bankGen;
+  const bankDl = p.bankUrl ? BankDownload.fromUrl(p.bankUrl, progress) : null;
+  bankDl?.catch(() => { /* reported below, once the model is in */ });
+  let opened: BankDownload | null = null;
+  try {
+    inspector = await Inspector.fromUrl(p.modelName, p.modelBase, progress);
+  } catch (e) {
+    await bankDl?.then((b) => b.free(), () => {});
+    throw e;
+  }
   const t1 = performance.now();
   let bank = null;
   let bankError: string | null = null;
-  if (p.bankUrl) {
+  if (bankDl) {
     try {
-      bank = await loadBank(p.bankUrl);
+      opened = await bankDl;
+      post({ type: "status", text: "reading the bank…" });
+      const insp = inspector, b = opened;
+      opened = null; // installBank consumes it, even when it refuses the bank
+      bank = await insp.installBank(b);
+      if (!bank.progress.complete) setTimeout(() => void pumpBank(insp, gen), 0); // after this answer is posted
     } catch (e) {
+      opened?.free();
       bankError = errorText(e);
     }
   }
-  console.debug(`latentlens worker: model ${(t1 - t0).toFixed(0)} ms, bank's first chunk ${(performance.now() - t1).toFixed(0)} ms`);
+  console.debug(`latentlens worker: model ${(t1 - t0).toFixed(0)} ms, bank's first chunk ${(performance.now() - t1).toFixed(0)} ms after it`);
   return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
 }
 

@@ -235,3 +235,44 @@ fn a_directory_cache_survives_the_process_state() {
     assert_eq!(srv.requests(), n);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A [`MemoryCache`] that counts its lookups.
+struct CountingCache {
+    inner: MemoryCache,
+    gets: RefCell<Vec<String>>,
+}
+
+impl latentlens::fetch::ChunkCache for CountingCache {
+    fn get<'a>(&'a self, key: &'a str) -> futures::future::LocalBoxFuture<'a, Result<Option<Vec<u8>>, FetchError>> {
+        self.gets.borrow_mut().push(key.to_string());
+        self.inner.get(key)
+    }
+    fn put<'a>(&'a self, key: &'a str, value: &'a [u8]) -> futures::future::LocalBoxFuture<'a, Result<(), FetchError>> {
+        self.inner.put(key, value)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> futures::future::LocalBoxFuture<'a, Result<(), FetchError>> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_first_download_looks_up_no_chunk_and_a_reload_every_chunk() {
+    let file = bytes(9, 300_000);
+    let srv = TestServer::start(vec![("f.bin", file.clone())]);
+    let cache = Rc::new(CountingCache { inner: MemoryCache::new(), gets: RefCell::new(Vec::new()) });
+    let o = opts().with_cache(cache.clone());
+    assert_eq!(block_on(fetch_all(&srv.url("f.bin"), o.clone())).unwrap(), file);
+    let gets = cache.gets.borrow().clone();
+    // Only the meta entry was looked up: the cache never saw this file, so no chunk can be there.
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(gets[0].contains("meta"), "{gets:?}");
+    // A second read through the same source serves the stored chunks (no request).
+    let n = srv.requests();
+    let src = block_on(HttpSource::open(&srv.url("f.bin"), o.clone())).unwrap();
+    assert_eq!(srv.requests(), n, "the meta entry answers the open");
+    cache.gets.borrow_mut().clear();
+    assert_eq!(block_on(src.read(0, file.len())).unwrap(), file);
+    assert_eq!(srv.requests(), n, "a reload reads the cache only");
+    let chunk_gets = cache.gets.borrow().iter().filter(|k| k.contains("chunk")).count() as u64;
+    assert_eq!(chunk_gets, 300_000u64.div_ceil(CS), "one lookup per chunk");
+}

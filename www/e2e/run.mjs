@@ -116,7 +116,8 @@ async function uploadPhoto() {
 
 console.log(`e2e: ${server.url}`);
 await test("the page loads the tiny test model and its bank", async () => {
-  await page.goto(`${server.url}?preset=tiny`);
+  // ?gpu=1: WebGPU even on a software adapter (headless SwiftShader), to test the WGSL search here.
+  await page.goto(`${server.url}?preset=tiny&gpu=1`);
   await page.waitForSelector('body[data-state="loaded"]', { timeout: 60000 });
   const label = await page.textContent("#modelLabel");
   assert(label.includes("bank:") && label.includes("random weights"), `model label: ${label}`);
@@ -374,6 +375,13 @@ await test("the embedded default: the controlled VLM and its SmolLM2 bank explai
   }
   const words = await p3.$$eval("#col-latent li.nb .word", (w) => w.map((x) => x.textContent));
   console.log(`      (load ${loadS.toFixed(1)} s, scene + forward + first neighbours ${((Date.now() - t2) / 1000).toFixed(1)} s; ${caption}; ${await p3.textContent("#patchLabel")}: ${words.join(", ")}; ${await p3.textContent("#backend")})`);
+  // Without ?gpu=1 a software fallback adapter is not used (slower than the CPU path), and the page says so.
+  const fallback = await p3.evaluate(async () => !!(navigator.gpu && (await navigator.gpu.requestAdapter())?.info?.isFallbackAdapter));
+  if (fallback) {
+    await p3.waitForSelector("body[data-search]", { timeout: 60000 });
+    const footer = await p3.textContent("#backend"), notice = await p3.textContent("#notice");
+    assert(footer.includes("model on CPU, search on CPU") && notice.includes("software fallback") && notice.includes("?gpu=1"), `footer: ${footer}; notice: ${notice}`);
+  }
   await p3.screenshot({ path: join(OUT, "controlled-default.png"), fullPage: true });
   await c3.close();
 });

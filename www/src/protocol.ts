@@ -24,6 +24,7 @@ export type Request =
   | { id: number; type: "leap" }
   | { id: number; type: "searchAll"; k: number }
   | { id: number; type: "gpu" }
+  | { id: number; type: "backend" }
   | { id: number; type: "scene"; seed: number; bundleUrl: string };
 
 export interface LoadResult { model: ModelInfo; bank: BankInfo | null; backend: Backend; bankError: string | null }
@@ -42,6 +43,7 @@ export interface ResultMap {
   leap: Leap;
   searchAll: SearchAllResult;
   gpu: Backend;
+  backend: Backend;
   scene: Scene;
 }
 

@@ -180,6 +180,7 @@ async function handle(r: Request): Promise<unknown> {
     case "leap": return need().leap();
     case "searchAll": return searchAll(r.k);
     case "gpu": return "gpu" in navigator ? need().enableGpu() : need().backend();
+    case "backend": return need().backend();
     case "scene": return scene(r.seed, r.bundleUrl);
   }
 }

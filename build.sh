@@ -332,6 +332,8 @@ case "$cmd" in
     setup; pyenv
     [ "$name" = bank ] && make_corpus
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF LATENTLENS_PYTHON=$PY LATENTLENS_CORPUS=$CORPUS
+    # bench wgsl's controlled-VLM line (EfficientNet-Lite0 on the WGSL kernels vs the CPU).
+    if [ "$name" = wgsl ]; then fetch_effnet; export LATENTLENS_EFFNET_SAFETENSORS=$EFFNET; fi
     cli bench "$name" "$@"
     ;;
   corpus) make_corpus ;;

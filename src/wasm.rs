@@ -396,11 +396,16 @@ async fn gpu_explain(lens: &LatentLens, gpu: &[GpuPqLayer], queries: &[f32], d: 
         let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
         row.iter_mut().for_each(|x| *x /= n);
     }
+    // With exact rows, more candidates per query, reranked by exact cosine as on the CPU path.
+    let kk = if lens.reranks_exactly() { k.max(lens.exact_candidates) } else { k };
     let mut per_layer: Vec<Vec<Vec<Hit>>> = Vec::with_capacity(gpu.len());
     for l in gpu {
-        per_layer.push(l.search(&q, k, lens.shortlist).await.map_err(domain_error)?);
+        per_layer.push(l.search(&q, kk, lens.shortlist).await.map_err(domain_error)?);
     }
-    let merged = merge_layers(&per_layer, k).map_err(|e| domain_error(e.into()))?;
+    let mut merged = merge_layers(&per_layer, kk).map_err(|e| domain_error(e.into()))?;
+    if lens.reranks_exactly() {
+        merged = lens.rerank_exact(&q, &merged, k).await.map_err(domain_error)?;
+    }
     let mut out = Vec::with_capacity(merged.len());
     for hits in merged {
         out.push(lens.neighbours(&hits).await.map_err(|e| domain_error(e.into()))?);

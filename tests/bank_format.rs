@@ -106,6 +106,7 @@ fn parts(code_bytes: u32, refine_bytes: u32) -> Parts {
             name: "latentlens".into(),
             version: env!("CARGO_PKG_VERSION").into(),
         },
+        exact: None,
     };
     Parts {
         quantizers: (0..layers.len())

@@ -48,6 +48,7 @@ fn build_bank() -> Vec<u8> {
         corpus: "WordNet usage sentences (browser test)".into(),
         model_name: "tiny_llama".into(),
         fingerprint: m.fingerprint().unwrap(),
+        exact_rows: false,
     };
     assemble(&col.finish(), &opts).unwrap()
 }

@@ -23,6 +23,9 @@ pub struct AssembleOptions {
     pub model_name: String,
     /// Model fingerprint ([`crate::model::fingerprint`]).
     pub fingerprint: String,
+    /// Also store every row's exact vector (f16, `2d + 4` bytes per row and
+    /// layer, read only for reranked candidates; format v1.1).
+    pub exact_rows: bool,
 }
 
 /// The quantizer recipe of a bank, chosen by `latentlens bench search --opq`
@@ -114,6 +117,22 @@ pub fn assemble(c: &Collected, o: &AssembleOptions) -> Result<Vec<u8>, BankError
             refine_bytes: o.refine_bytes as u32,
         },
         tool: ToolInfo { name: "latentlens".into(), version: env!("CARGO_PKG_VERSION").into() },
+        exact: None,
     };
-    BankWriter::new(manifest, layers, &rows, &c.sentences)?.to_vec()
+    let writer = BankWriter::new(manifest, layers, &rows, &c.sentences)?;
+    if !o.exact_rows {
+        return writer.to_vec();
+    }
+    let exact: Vec<Vec<u8>> = c
+        .vectors
+        .iter()
+        .map(|v| {
+            let mut out = Vec::with_capacity(n * super::format::exact_row_len(c.d));
+            for row in v.chunks_exact(c.d) {
+                super::format::encode_exact_row(row, &mut out);
+            }
+            out
+        })
+        .collect();
+    writer.with_exact_rows(exact.iter().map(Vec::as_slice).collect())?.to_vec()
 }

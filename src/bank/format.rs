@@ -15,10 +15,13 @@ use super::BankError;
 pub const MAGIC: [u8; 8] = *b"\x89LLBANK\n";
 /// Major format version: readers refuse any other major version.
 pub const FORMAT_MAJOR: u16 = 1;
-/// Minor format version written by this crate; readers accept any minor
-/// version of their major (minor versions only add manifest fields or
-/// optional section kinds, which older readers ignore).
+/// Minor format version written by this crate for a bank without exact rows;
+/// readers accept any minor version of their major (minor versions only add
+/// manifest fields or optional section kinds, which older readers ignore).
 pub const FORMAT_MINOR: u16 = 0;
+/// Minor version written for a bank with exact rows (v1.1: the optional
+/// `exact` manifest field and [`SectionKind::ExactRows`] sections).
+pub const FORMAT_MINOR_EXACT: u16 = 1;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 64;
 /// Size of one section-table entry in bytes.
@@ -189,6 +192,11 @@ pub enum SectionKind {
     RowMeta,
     /// One deflate-compressed block of sentences.
     SentenceBlock,
+    /// v1.1, optional: per-layer exact vectors of one row chunk, one
+    /// [`exact_row_len`]-byte record per row (`d` f16 + the record's CRC-32),
+    /// read row by row to rerank candidates (code `0x8001`: a v1.0 reader
+    /// skips it).
+    ExactRows,
     /// A kind unknown to this reader with the "optional" bit (0x8000) set:
     /// added by a later minor version and ignored here.
     Optional(u16),
@@ -203,6 +211,7 @@ impl SectionKind {
             3 => Some(Self::Refine),
             4 => Some(Self::RowMeta),
             5 => Some(Self::SentenceBlock),
+            EXACT_ROWS_CODE => Some(Self::ExactRows),
             c if c & 0x8000 != 0 => Some(Self::Optional(c)),
             _ => None,
         }
@@ -216,14 +225,48 @@ impl SectionKind {
             Self::Refine => 3,
             Self::RowMeta => 4,
             Self::SentenceBlock => 5,
+            Self::ExactRows => EXACT_ROWS_CODE,
             Self::Optional(c) => c,
         }
     }
 
     /// Whether the `slot` field names a bank layer (otherwise it must be 0).
     pub fn per_layer(self) -> bool {
-        matches!(self, Self::Quantizer | Self::Codes | Self::Refine)
+        matches!(self, Self::Quantizer | Self::Codes | Self::Refine | Self::ExactRows)
     }
+}
+
+/// On-disk code of [`SectionKind::ExactRows`] (optional bit set).
+pub const EXACT_ROWS_CODE: u16 = 0x8001;
+
+/// Bytes of one exact-row record for hidden size `d`: `d` little-endian f16
+/// then the CRC-32 of those `2d` bytes.
+pub fn exact_row_len(d: usize) -> usize {
+    2 * d + 4
+}
+
+/// Encodes one vector as an exact-row record (f16, round to nearest, + CRC-32).
+pub fn encode_exact_row(v: &[f32], out: &mut Vec<u8>) {
+    let start = out.len();
+    for &x in v {
+        out.extend_from_slice(&half::f16::from_f32(x).to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes an exact-row record of hidden size `d`; `None` when its length
+/// or checksum is wrong.
+pub fn decode_exact_row(rec: &[u8], d: usize) -> Option<Vec<f32>> {
+    if rec.len() != exact_row_len(d) {
+        return None;
+    }
+    let (vals, crc) = rec.split_at(2 * d);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(vals) != stored {
+        return None;
+    }
+    Some(vals.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
 }
 
 /// One 32-byte section-table entry (see docs/bank-format.md, "Section table").
@@ -353,6 +396,17 @@ pub struct BankManifest {
     pub quantizer: QuantizerInfo,
     /// The tool that wrote the bank.
     pub tool: ToolInfo,
+    /// v1.1: exact vectors stored beside the codes (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactInfo>,
+}
+
+/// The exact vectors of a v1.1 bank: every row of every layer as an
+/// L2-normalised f16 record, read row by row to rerank search candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExactInfo {
+    /// Element type; only `"f16"` exists.
+    pub dtype: String,
 }
 
 fn manifest_err(msg: impl Into<String>) -> BankError {
@@ -451,6 +505,17 @@ impl BankManifest {
                 "rows_per_chunk {rpc} × {widest} bytes per row exceeds the {MAX_CHUNK_LEN}-byte chunk limit"
             )));
         }
+        if let Some(x) = &self.exact {
+            if x.dtype != "f16" {
+                return Err(manifest_err(format!("exact.dtype {:?} is not supported (only \"f16\")", x.dtype)));
+            }
+            let rec = super::format::exact_row_len(self.hidden_size as usize) as u64;
+            if rpc * rec > MAX_CHUNK_LEN {
+                return Err(manifest_err(format!(
+                    "rows_per_chunk {rpc} × {rec} exact-row bytes exceeds the {MAX_CHUNK_LEN}-byte chunk limit"
+                )));
+            }
+        }
         let expected = self.layout().expected_sections();
         if expected > MAX_SECTIONS {
             return Err(manifest_err(format!(
@@ -473,6 +538,7 @@ impl BankManifest {
             n_chunks,
             n_blocks,
             has_refine: self.quantizer.refine_bytes > 0,
+            has_exact: self.exact.is_some(),
         }
     }
 
@@ -504,12 +570,14 @@ pub struct Layout {
     pub n_blocks: u64,
     /// Whether refinement sections exist.
     pub has_refine: bool,
+    /// Whether exact-row sections exist (v1.1).
+    pub has_exact: bool,
 }
 
 impl Layout {
     /// Number of sections a v1.0 file must have (saturating; compared with limits).
     pub fn expected_sections(&self) -> u64 {
-        let per_layer_chunks = if self.has_refine { 2 } else { 1 };
+        let per_layer_chunks = 1 + u64::from(self.has_refine) + u64::from(self.has_exact);
         let per_layer = 1u64.saturating_add(self.n_chunks.saturating_mul(per_layer_chunks));
         self.n_layers
             .saturating_mul(per_layer)

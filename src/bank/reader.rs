@@ -33,6 +33,8 @@ struct Sections {
     codes: Vec<SectionEntry>,
     /// `[n_layers, n_chunks]` row-major, empty without refinement
     refine: Vec<SectionEntry>,
+    /// `[n_layers, n_chunks]` row-major, empty without exact rows (v1.1)
+    exact: Vec<SectionEntry>,
     /// `[n_chunks]`
     meta: Vec<SectionEntry>,
     /// `[n_blocks]`
@@ -107,6 +109,7 @@ fn label(e: &SectionEntry) -> String {
         ),
         SectionKind::RowMeta => format!("row-metadata section of chunk {}", e.chunk),
         SectionKind::SentenceBlock => format!("sentence block {}", e.chunk),
+        SectionKind::ExactRows => format!("exact rows of layer slot {} chunk {}", e.slot, e.chunk),
         SectionKind::Optional(k) => format!("optional section of kind {k:#06x}"),
     }
 }
@@ -287,6 +290,8 @@ impl BankReader {
                 0
             }
         ];
+        let mut exact: Vec<Option<SectionEntry>> = vec![None; if layout.has_exact { n_layers * n_chunks } else { 0 }];
+        let exact_len = super::format::exact_row_len(m.hidden_size as usize) as u64;
         let mut meta: Vec<Option<SectionEntry>> = vec![None; n_chunks];
         let mut blocks: Vec<Option<SectionEntry>> = vec![None; n_blocks];
         let q = &m.quantizer;
@@ -321,7 +326,10 @@ impl BankReader {
                     }
                     (&mut quantizer[slot], None)
                 }
-                SectionKind::Codes | SectionKind::Refine | SectionKind::RowMeta => {
+                SectionKind::ExactRows if !layout.has_exact => {
+                    return Err(layout_err(format!("{}: exact rows present but the manifest has no `exact` field", what())));
+                }
+                SectionKind::Codes | SectionKind::Refine | SectionKind::RowMeta | SectionKind::ExactRows => {
                     if chunk >= n_chunks {
                         return Err(layout_err(format!(
                             "{}: chunk {chunk} but the manifest implies {n_chunks} chunks",
@@ -347,6 +355,7 @@ impl BankReader {
                                 Some(rows * u64::from(q.refine_bytes)),
                             )
                         }
+                        SectionKind::ExactRows => (&mut exact[slot * n_chunks + chunk], Some(rows * exact_len)),
                         _ => (&mut meta[chunk], Some(rows * ROW_META_LEN as u64)),
                     }
                 }
@@ -421,6 +430,7 @@ impl BankReader {
                     i % nc
                 )
             })?,
+            exact: complete(exact, |i| format!("the exact-rows section of layer slot {} chunk {}", i / nc, i % nc))?,
             meta: complete(meta, |c| format!("the row-metadata section of chunk {c}"))?,
             blocks: complete(blocks, |b| format!("sentence block {b}"))?,
         })
@@ -586,6 +596,43 @@ impl BankReader {
         self.check_chunk(chunk)?;
         let e = self.sections.codes[slot * self.layout.n_chunks as usize + chunk as usize];
         self.read_section(&e).await
+    }
+
+    /// Whether the bank stores exact rows (v1.1) for reranking.
+    pub fn has_exact_rows(&self) -> bool {
+        self.layout.has_exact
+    }
+
+    /// The exact (f16, L2-normalised when built by [`crate::bank::assemble`])
+    /// vector of row `row` in layer slot `slot`: one small read of its
+    /// record, checked against the record's own CRC-32 (a damaged cached
+    /// copy is dropped and read once more from the origin).
+    pub async fn exact_row(&self, slot: usize, row: u64) -> Result<Vec<f32>, BankError> {
+        if !self.layout.has_exact {
+            return Err(BankError::Invalid(
+                "this bank stores no exact rows (built without --exact-rows): rerank is not available".into(),
+            ));
+        }
+        self.check_slot(slot)?;
+        if row >= self.manifest.rows {
+            return Err(BankError::OutOfRange { what: "row", index: row, count: self.manifest.rows });
+        }
+        let rpc = u64::from(self.manifest.rows_per_chunk.max(1));
+        let chunk = row / rpc;
+        let e = self.sections.exact[slot * self.layout.n_chunks as usize + chunk as usize];
+        let d = self.manifest.hidden_size as usize;
+        let rec = super::format::exact_row_len(d);
+        let offset = e.offset + (row - chunk * rpc) * rec as u64;
+        let bytes = self.source.read_small(offset, rec).await?;
+        if let Some(v) = super::format::decode_exact_row(&bytes, d) {
+            return Ok(v);
+        }
+        let corrupt = || BankError::Corrupt(format!("exact row {row} of layer slot {slot}: checksum mismatch (damaged file or cache)"));
+        if !self.source.evict(offset, rec as u64).await? {
+            return Err(corrupt());
+        }
+        let bytes = self.source.read_small(offset, rec).await?;
+        super::format::decode_exact_row(&bytes, d).ok_or_else(corrupt)
     }
 
     /// Refinement data of layer slot `slot`, row chunk `chunk`: `[rows_in_chunk, refine_bytes]` u8.

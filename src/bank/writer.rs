@@ -38,6 +38,8 @@ pub struct BankWriter<'a> {
     meta: Vec<u8>,
     /// Compressed sentence blocks and their decompressed lengths.
     blocks: Vec<(Vec<u8>, u32)>,
+    /// Per layer slot, `[rows × exact_row_len(d)]` exact-row records (v1.1); empty: none.
+    exact: Vec<&'a [u8]>,
 }
 
 fn input_err(msg: impl Into<String>) -> BankError {
@@ -173,7 +175,40 @@ impl<'a> BankWriter<'a> {
             layers,
             meta,
             blocks,
+            exact: Vec::new(),
         })
+    }
+
+    /// Adds exact rows (v1.1): `per_layer[s]` holds slot `s`'s rows as
+    /// [`encode_exact_row`](super::format::encode_exact_row) records,
+    /// `[rows × exact_row_len(d)]`. Sets the manifest's `exact` field.
+    pub fn with_exact_rows(mut self, per_layer: Vec<&'a [u8]>) -> Result<Self, BankError> {
+        if per_layer.len() != self.layers.len() {
+            return Err(input_err(format!(
+                "exact rows given for {} layers, the bank has {}",
+                per_layer.len(),
+                self.layers.len()
+            )));
+        }
+        let rec = super::format::exact_row_len(self.manifest.hidden_size as usize) as u64;
+        for (s, x) in per_layer.iter().enumerate() {
+            let want = self.manifest.rows * rec;
+            if x.len() as u64 != want {
+                return Err(input_err(format!(
+                    "exact rows of slot {s} are {} bytes, expected rows {} × {rec} = {want}",
+                    x.len(),
+                    self.manifest.rows
+                )));
+            }
+        }
+        self.manifest.exact = Some(super::format::ExactInfo { dtype: "f16".into() });
+        self.manifest.validate()?;
+        self.manifest_json = self.manifest.to_json()?;
+        if self.manifest_json.len() as u64 > limits::MAX_MANIFEST_LEN {
+            return Err(input_err("manifest JSON is over the size limit"));
+        }
+        self.exact = per_layer;
+        Ok(self)
     }
 
     /// The manifest that will be written.
@@ -228,6 +263,11 @@ impl<'a> BankWriter<'a> {
                     });
                 }
             }
+            let xb = super::format::exact_row_len(m.hidden_size as usize);
+            for (s, x) in self.exact.iter().enumerate() {
+                let x = &x[a * xb..b * xb];
+                out.push(Planned { entry: entry(SectionKind::ExactRows, s, c, x, 0), bytes: x });
+            }
         }
         for (b, (compressed, raw_len)) in self.blocks.iter().enumerate() {
             out.push(Planned {
@@ -267,7 +307,7 @@ impl<'a> BankWriter<'a> {
         }
         let header = Header {
             major: FORMAT_MAJOR,
-            minor: FORMAT_MINOR,
+            minor: if self.exact.is_empty() { FORMAT_MINOR } else { super::format::FORMAT_MINOR_EXACT },
             file_len,
             manifest_offset,
             manifest_len: self.manifest_json.len() as u32,

@@ -568,6 +568,71 @@ impl HttpSource {
     }
 }
 
+impl HttpSource {
+    /// `[offset, offset + len)` in one Range request of exactly those bytes,
+    /// bypassing the chunk grid and the cache (small random reads: one exact
+    /// bank row is 1 KiB, its chunk 256 KiB). Retried on transient errors.
+    async fn read_exact_range(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
+        check_range(&self.url, offset, len, self.total)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0u32;
+        loop {
+            match self.read_exact_once(offset, len).await {
+                Err(e) if e.is_transient() && attempt < self.opts.retries => {
+                    attempt += 1;
+                    sleep_ms(backoff(self.opts.backoff_ms, attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn read_exact_once(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
+        let (a, b) = (offset, offset + len as u64);
+        let t0 = now_ms();
+        self.counters.borrow_mut().requests += 1;
+        let mut resp = get(&self.url, Some((a, b - 1)), self.opts.timeout_ms).await?;
+        let h = &resp.head;
+        match h.status {
+            206 => {
+                let cr = h.content_range.ok_or_else(|| proto(&self.url, "206 without a readable Content-Range header"))?;
+                if cr.total.is_some_and(|t| t != self.total) {
+                    return Err(FetchError::Changed { url: self.url.clone(), message: format!("its length is not {} bytes any more", self.total) });
+                }
+                if cr.range != Some((a, b - 1)) {
+                    return Err(proto(&self.url, format!("asked for bytes {a}-{}, got Content-Range {cr:?}", b - 1)));
+                }
+            }
+            200 if a == 0 && b == self.total => {}
+            200 => return Err(FetchError::RangeIgnored { url: self.url.clone(), status: 200 }),
+            _ => return Err(http_err(&self.url, &resp)),
+        }
+        if let (Some(old), Some(new)) = (&self.etag, &h.etag) {
+            if old != new {
+                return Err(FetchError::Changed { url: self.url.clone(), message: format!("ETag {new}, was {old}") });
+            }
+        }
+        let mut out = Vec::with_capacity(len);
+        while let Some(piece) = resp.next_piece().await? {
+            if out.len() + piece.len() > len {
+                return Err(proto(&self.url, format!("more than the {len} bytes asked for")));
+            }
+            out.extend_from_slice(&piece);
+        }
+        {
+            let mut c = self.counters.borrow_mut();
+            c.net_bytes += out.len() as u64;
+            c.net_ms += now_ms() - t0;
+        }
+        if out.len() != len {
+            return Err(FetchError::Network { url: self.url.clone(), message: format!("the body ended after {} of {len} bytes", out.len()) });
+        }
+        Ok(out)
+    }
+}
+
 fn backoff(base_ms: u64, attempt: u32) -> u64 {
     base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(8_000)
 }
@@ -596,6 +661,10 @@ impl ByteSource for HttpSource {
 
     fn read(&self, offset: u64, len: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, FetchError>> {
         Box::pin(self.read_range(offset, len))
+    }
+
+    fn read_small(&self, offset: u64, len: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, FetchError>> {
+        Box::pin(self.read_exact_range(offset, len))
     }
 
     fn evict(&self, offset: u64, len: u64) -> LocalBoxFuture<'_, Result<bool, FetchError>> {

@@ -150,6 +150,12 @@ pub trait ByteSource {
     fn total_len(&self) -> LocalBoxFuture<'_, Result<u64, FetchError>>;
     /// Exactly `len` bytes starting at byte `offset`.
     fn read(&self, offset: u64, len: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, FetchError>>;
+    /// A small read at a random place (an exact bank row for reranking):
+    /// the same bytes as [`read`](Self::read), but a source that fetches in
+    /// large cached chunks may fetch exactly this range instead.
+    fn read_small(&self, offset: u64, len: usize) -> LocalBoxFuture<'_, Result<Vec<u8>, FetchError>> {
+        self.read(offset, len)
+    }
     /// Drops any cached copy of `[offset, offset + len)` so the next read
     /// goes back to the origin; returns whether anything could have been
     /// cached (readers re-read once after a checksum failure when it is

@@ -73,7 +73,15 @@ pub struct LatentLens {
     rows: RefCell<Rows>,
     /// Candidates reranked with refinement data per layer.
     pub shortlist: usize,
+    /// Merged candidates per query reranked by exact cosine with the bank's
+    /// exact rows ([`search_exact`](Self::search_exact)); 0 turns it off.
+    /// Ignored for a bank without exact rows.
+    pub exact_candidates: usize,
 }
+
+/// Default of [`LatentLens::exact_candidates`] (`latentlens bench search`: the
+/// recall of the exact rerank against the candidates it reads).
+pub const EXACT_CANDIDATES: usize = 32;
 
 impl LatentLens {
     /// Reads every layer's quantizer and codes and the row metadata
@@ -104,7 +112,7 @@ impl LatentLens {
             layers.push(LayerIndex { llm_layer: l as usize, pq });
         }
         let rows = Rows { codes: vec![Vec::new(); layers.len()], refine: vec![Vec::new(); layers.len()], ..Rows::default() };
-        Ok(Self { reader, layers, rows: RefCell::new(rows), shortlist: 100 })
+        Ok(Self { reader, layers, rows: RefCell::new(rows), shortlist: 100, exact_candidates: EXACT_CANDIDATES })
     }
 
     /// Loads the next row chunk (codes and refinement data of every layer,
@@ -222,7 +230,7 @@ impl LatentLens {
     /// any norm), searched in every bank layer over the rows loaded so far
     /// and merged across layers; sentences are read for the returned hits only.
     pub async fn explain(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Neighbour>>, crate::Error> {
-        let merged = self.search(queries, k)?;
+        let merged = self.search_exact(queries, k).await?;
         let mut out = Vec::with_capacity(merged.len());
         for hits in merged {
             out.push(self.neighbours(&hits).await?);
@@ -260,6 +268,59 @@ impl LatentLens {
             per_layer.push(pq_search(&l.pq, codes, refine, &q, &p)?);
         }
         Ok(merge_layers(&per_layer, k)?)
+    }
+
+    /// Whether [`search_exact`](Self::search_exact) reranks (the bank has
+    /// exact rows and [`exact_candidates`](Self::exact_candidates) > 0).
+    pub fn reranks_exactly(&self) -> bool {
+        self.reader.has_exact_rows() && self.exact_candidates > 0
+    }
+
+    /// [`search`](Self::search), then, when the bank stores exact rows, the
+    /// best [`exact_candidates`](Self::exact_candidates) merged hits of each
+    /// query are reread as exact vectors (one small read per distinct
+    /// row × layer, side by side) and reranked by exact cosine; scores are
+    /// then exact cosines. Without exact rows it equals `search`.
+    pub async fn search_exact(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, crate::Error> {
+        if !self.reranks_exactly() {
+            return self.search(queries, k);
+        }
+        crate::search::check_k(k)?;
+        let merged = self.search(queries, k.max(self.exact_candidates))?;
+        self.rerank_exact(queries, &merged, k).await
+    }
+
+    /// Reranks merged hits of each query (`merged[i]` for query row `i`,
+    /// e.g. from the GPU search with `k.max(exact_candidates)` per query) by
+    /// exact cosine with the bank's exact rows; keeps `k`. Errors without
+    /// exact rows.
+    pub async fn rerank_exact(&self, queries: &[f32], merged: &[Vec<Hit>], k: usize) -> Result<Vec<Vec<Hit>>, crate::Error> {
+        let d = self.reader.manifest().hidden_size as usize;
+        if d == 0 || queries.len() != merged.len() * d {
+            return Err(crate::search::SearchError::Invalid(format!(
+                "{} query floats for {} hit lists of hidden size {d}",
+                queries.len(),
+                merged.len()
+            ))
+            .into());
+        }
+        let mut wanted: Vec<(u16, u32)> = merged.iter().flatten().map(|h| (h.layer, h.row)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let read = join_all(wanted.iter().map(|&(slot, row)| self.reader.exact_row(usize::from(slot), u64::from(row)))).await;
+        let mut vectors = std::collections::HashMap::with_capacity(wanted.len());
+        for (key, v) in wanted.into_iter().zip(read) {
+            vectors.insert(key, v?);
+        }
+        let mut out = Vec::with_capacity(merged.len());
+        for (qi, hits) in merged.iter().enumerate() {
+            let mut q = queries[qi * d..(qi + 1) * d].to_vec();
+            let n = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            q.iter_mut().for_each(|x| *x /= n);
+            let vs: Vec<Vec<f32>> = hits.iter().map(|h| vectors.get(&(h.layer, h.row)).cloned().unwrap_or_default()).collect();
+            out.push(crate::search::rerank_exact(&q, hits, &vs, k)?);
+        }
+        Ok(out)
     }
 
     /// Hits (from [`search`](Self::search)) as readable neighbours, ranked in

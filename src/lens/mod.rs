@@ -9,7 +9,7 @@ pub mod readout;
 use serde::{Deserialize, Serialize};
 
 pub use baselines::{EmbeddingLens, LogitLens};
-pub use latent::{LatentLens, LoadProgress};
+pub use latent::{LatentLens, LoadProgress, EXACT_CANDIDATES};
 
 /// Which lens produced a neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -84,3 +84,27 @@ pub fn exact_topk_reference(bank: &[f32], d: usize, queries: &[f32], k: usize, l
     }
     Ok(out)
 }
+
+/// Reranks `candidates` of one (L2-normalised) query by exact cosine with
+/// their stored vectors (`vectors[i]` belongs to `candidates[i]`, any norm)
+/// and keeps the best `k` in the contract order. Candidates whose vector
+/// has the wrong length or zero norm are dropped (never scored as 0).
+pub fn rerank_exact(query: &[f32], candidates: &[Hit], vectors: &[Vec<f32>], k: usize) -> Result<Vec<Hit>, SearchError> {
+    check_k(k)?;
+    if candidates.len() != vectors.len() {
+        return Err(SearchError::Invalid(format!("{} candidates but {} vectors", candidates.len(), vectors.len())));
+    }
+    let mut out: Vec<Hit> = candidates
+        .iter()
+        .zip(vectors)
+        .filter(|(_, v)| v.len() == query.len())
+        .filter_map(|(h, v)| {
+            let norm = dot8(v, v).sqrt();
+            let s = dot8(query, v) / norm;
+            (norm > 0.0 && s.is_finite()).then_some(Hit { score: s, ..*h })
+        })
+        .collect();
+    out.sort_by(super::topk::hit_order);
+    out.truncate(k);
+    Ok(out)
+}

@@ -16,7 +16,7 @@ pub mod merge;
 pub mod topk;
 
 pub use adc::{pq_search, rerank, scan_reference, AdcScanner, PqSearchParams};
-pub use exact::{exact_topk, exact_topk_reference};
+pub use exact::{exact_topk, exact_topk_reference, rerank_exact};
 #[cfg(feature = "gpu")]
 pub use gpu::GpuPqLayer;
 pub use merge::{merge_layers, merge_layers_reference};

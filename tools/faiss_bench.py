@@ -12,6 +12,8 @@ Configs (faiss index_factory strings separated by ';'; B = bytes per vector):
   PQ{B}             IndexPQ, B sub-quantizers of 8 bits
   OPQ{B},PQ{B}      learned rotation (OPQ) + PQ
   ...,Refine(PQ{R}) any of the above with a refinement PQ of R bytes reranking k_factor*k
+  ...,RFlat@F       any of the above reranking F*k candidates by exact (f32) inner product
+                    (`@F` sets k_factor for this config alone; F may be fractional)
   RQ{B}x8           residual quantizer (beam search), B stages of 8 bits
 Prints one JSON object on its last stdout line:
   {"faiss_version", "threads", "results": [{"name", "bytes_per_vector", "train_s",
@@ -65,20 +67,33 @@ def main():
     train = xb[np.sort(rs.choice(n, min(n, args.train), replace=False))] if n > args.train else xb
     os.makedirs(args.out, exist_ok=True)
     results = []
+    trained = {}
     configs = [c for c in args.configs.split(";") if c]
     for name in configs:
         t0 = time.perf_counter()
-        index = faiss.index_factory(args.d, name, faiss.METRIC_INNER_PRODUCT)
+        factory, _, kf = name.partition("@")
+        k_factor = float(kf) if kf else args.k_factor
+        base = factory[: -len(",RFlat")] if factory.endswith(",RFlat") else None
+        if base in trained:
+            # The base index of this run, trained already (OPQ training takes minutes):
+            # an empty copy of it, reranked by exact vectors.
+            b = faiss.clone_index(trained[base])
+            b.reset()
+            index = faiss.IndexRefineFlat(b)
+        else:
+            index = faiss.index_factory(args.d, factory, faiss.METRIC_INNER_PRODUCT)
         if hasattr(index, "k_factor"):
-            index.k_factor = args.k_factor
+            index.k_factor = k_factor
         else:
             try:
-                faiss.downcast_index(index).k_factor = args.k_factor
+                faiss.downcast_index(index).k_factor = k_factor
             except AttributeError:
                 pass
-        index.train(train)
+        if not index.is_trained:
+            index.train(train)
         t1 = time.perf_counter()
         index.add(xb)
+        trained[factory] = index
         t2 = time.perf_counter()
         best = float("inf")
         for _ in range(max(1, args.repeat)):

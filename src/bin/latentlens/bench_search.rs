@@ -229,6 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let h = b / 2;
             if b == main_b && d % b == 0 {
                 cfgs.push(format!("OPQ{b},PQ{b}"));
+                // faiss's counterpart of our exact rerank: the same number of candidates
+                // reranked by exact (f32) inner product.
+                cfgs.push(format!("OPQ{b},PQ{b},RFlat@{}", latentlens::lens::EXACT_CANDIDATES as f64 / k as f64));
             }
             if b == main_b && b % 2 == 0 && h > 0 && d % h == 0 {
                 cfgs.push(format!("PQ{h},Refine(PQ{h})"));
@@ -314,6 +317,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "method": m, "candidates": c, "bytes_read_per_query": read, "recall_at_10": r, "ms_per_query": ms,
         })).collect::<Vec<_>>(),
         // The headline method + the rerank LatentLens uses (EXACT_CANDIDATES).
+        "faiss_exact_rerank": rows.iter().find(|r| r.method.contains("RFlat")).map(|r| serde_json::json!({
+            "method": r.method, "recall_at_10": r.recall, "ms_per_query": r.ms_per_query,
+        })),
         "recall_at_10_exact_rerank": rerank_rows.iter()
             .find(|x| x.1 == latentlens::lens::EXACT_CANDIDATES && ours.is_some_and(|o| x.0.starts_with(&o.method)))
             .map(|x| x.3),

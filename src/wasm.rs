@@ -391,11 +391,7 @@ fn upload_bank(ctx: &GpuContext, lens: &LatentLens) -> Result<Vec<GpuPqLayer>, c
 /// LatentLens on the GPU: per bank layer top-k (shortlist reranked with the
 /// refinement data), merged across layers, read out like the CPU path.
 async fn gpu_explain(lens: &LatentLens, gpu: &[GpuPqLayer], queries: &[f32], d: usize, k: usize) -> Result<Vec<Vec<Neighbour>>, JsValue> {
-    let mut q = queries.to_vec(); // [Q, d], unit rows: cosine = inner product
-    for row in q.chunks_mut(d) {
-        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        row.iter_mut().for_each(|x| *x /= n);
-    }
+    let q = crate::lens::latent::unit_rows(queries, d); // [Q, d], unit rows: cosine = inner product
     // With exact rows, more candidates per query, reranked by exact cosine as on the CPU path.
     let kk = if lens.reranks_exactly() { k.max(lens.exact_candidates) } else { k };
     let mut per_layer: Vec<Vec<Vec<Hit>>> = Vec::with_capacity(gpu.len());

@@ -509,7 +509,7 @@ impl BankManifest {
             if x.dtype != "f16" {
                 return Err(manifest_err(format!("exact.dtype {:?} is not supported (only \"f16\")", x.dtype)));
             }
-            let rec = super::format::exact_row_len(self.hidden_size as usize) as u64;
+            let rec = exact_row_len(self.hidden_size as usize) as u64;
             if rpc * rec > MAX_CHUNK_LEN {
                 return Err(manifest_err(format!(
                     "rows_per_chunk {rpc} × {rec} exact-row bytes exceeds the {MAX_CHUNK_LEN}-byte chunk limit"

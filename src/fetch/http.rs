@@ -496,37 +496,7 @@ impl HttpSource {
         let t0 = now_ms();
         self.counters.borrow_mut().requests += 1;
         let mut resp = get(&self.url, Some((a, b - 1)), self.opts.timeout_ms).await?;
-        let h = &resp.head;
-        match h.status {
-            206 => {
-                let cr = h.content_range.ok_or_else(|| proto(&self.url, "206 without a readable Content-Range header"))?;
-                if let Some(t) = cr.total {
-                    if t != self.total {
-                        return Err(FetchError::Changed {
-                            url: self.url.clone(),
-                            message: format!("its length is {t} bytes now, {} before", self.total),
-                        });
-                    }
-                }
-                if cr.range != Some((a, b - 1)) {
-                    return Err(proto(&self.url, format!("asked for bytes {a}-{}, got Content-Range {cr:?}", b - 1)));
-                }
-            }
-            // A full-file answer is fine when the whole file was asked for.
-            200 if a == 0 && b == self.total => {}
-            200 => return Err(FetchError::RangeIgnored { url: self.url.clone(), status: 200 }),
-            _ => return Err(http_err(&self.url, &resp)),
-        }
-        if let (Some(old), Some(new)) = (&self.etag, &h.etag) {
-            if old != new {
-                return Err(FetchError::Changed { url: self.url.clone(), message: format!("ETag {new}, was {old}") });
-            }
-        }
-        if let Some(n) = h.content_length {
-            if n != b - a {
-                return Err(proto(&self.url, format!("Content-Length {n} for a range of {} bytes", b - a)));
-            }
-        }
+        self.check_range_answer(&resp, a, b)?;
         let mut buf: Vec<u8> = Vec::new();
         let mut received = 0u64;
         let result = loop {
@@ -589,31 +559,50 @@ impl HttpSource {
         }
     }
 
-    async fn read_exact_once(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
-        let (a, b) = (offset, offset + len as u64);
-        let t0 = now_ms();
-        self.counters.borrow_mut().requests += 1;
-        let mut resp = get(&self.url, Some((a, b - 1)), self.opts.timeout_ms).await?;
+    /// Checks the head of the answer to a request for bytes `[a, b)`: 206
+    /// with exactly that Content-Range (or 200 when the whole file was asked
+    /// for), the same length and ETag as at open, a matching Content-Length.
+    fn check_range_answer(&self, resp: &Response, a: u64, b: u64) -> Result<(), FetchError> {
         let h = &resp.head;
         match h.status {
             206 => {
                 let cr = h.content_range.ok_or_else(|| proto(&self.url, "206 without a readable Content-Range header"))?;
-                if cr.total.is_some_and(|t| t != self.total) {
-                    return Err(FetchError::Changed { url: self.url.clone(), message: format!("its length is not {} bytes any more", self.total) });
+                if let Some(t) = cr.total {
+                    if t != self.total {
+                        return Err(FetchError::Changed {
+                            url: self.url.clone(),
+                            message: format!("its length is {t} bytes now, {} before", self.total),
+                        });
+                    }
                 }
                 if cr.range != Some((a, b - 1)) {
                     return Err(proto(&self.url, format!("asked for bytes {a}-{}, got Content-Range {cr:?}", b - 1)));
                 }
             }
+            // A full-file answer is fine when the whole file was asked for.
             200 if a == 0 && b == self.total => {}
             200 => return Err(FetchError::RangeIgnored { url: self.url.clone(), status: 200 }),
-            _ => return Err(http_err(&self.url, &resp)),
+            _ => return Err(http_err(&self.url, resp)),
         }
         if let (Some(old), Some(new)) = (&self.etag, &h.etag) {
             if old != new {
                 return Err(FetchError::Changed { url: self.url.clone(), message: format!("ETag {new}, was {old}") });
             }
         }
+        if let Some(n) = h.content_length {
+            if n != b - a {
+                return Err(proto(&self.url, format!("Content-Length {n} for a range of {} bytes", b - a)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_exact_once(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
+        let (a, b) = (offset, offset + len as u64);
+        let t0 = now_ms();
+        self.counters.borrow_mut().requests += 1;
+        let mut resp = get(&self.url, Some((a, b - 1)), self.opts.timeout_ms).await?;
+        self.check_range_answer(&resp, a, b)?;
         let mut out = Vec::with_capacity(len);
         while let Some(piece) = resp.next_piece().await? {
             if out.len() + piece.len() > len {

@@ -256,11 +256,7 @@ impl LatentLens {
             return Ok(vec![Vec::new(); queries.len() / d]);
         }
         // Cosine = inner product of unit vectors.
-        let mut q = queries.to_vec();
-        for row in q.chunks_mut(d) {
-            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            row.iter_mut().for_each(|x| *x /= n);
-        }
+        let q = unit_rows(queries, d);
         let mut per_layer = Vec::with_capacity(self.layers.len());
         for (slot, (l, codes)) in self.layers.iter().zip(&rows.codes).enumerate() {
             let p = PqSearchParams { k, shortlist: self.shortlist, layer: slot as u16, ..PqSearchParams::default() };
@@ -312,13 +308,11 @@ impl LatentLens {
         for (key, v) in wanted.into_iter().zip(read) {
             vectors.insert(key, v?);
         }
+        let unit = unit_rows(queries, d);
         let mut out = Vec::with_capacity(merged.len());
-        for (qi, hits) in merged.iter().enumerate() {
-            let mut q = queries[qi * d..(qi + 1) * d].to_vec();
-            let n = q.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            q.iter_mut().for_each(|x| *x /= n);
-            let vs: Vec<Vec<f32>> = hits.iter().map(|h| vectors.get(&(h.layer, h.row)).cloned().unwrap_or_default()).collect();
-            out.push(crate::search::rerank_exact(&q, hits, &vs, k)?);
+        for (q, hits) in unit.chunks(d).zip(merged) {
+            let vs: Vec<&[f32]> = hits.iter().map(|h| vectors.get(&(h.layer, h.row)).map_or(&[][..], Vec::as_slice)).collect();
+            out.push(crate::search::rerank_exact(q, hits, &vs, k)?);
         }
         Ok(out)
     }
@@ -376,4 +370,15 @@ impl LatentLens {
             method: Method::Latent,
         })
     }
+}
+
+/// `rows` (`[Q, d]`) scaled to unit length each (cosine = inner product);
+/// a zero row stays zero.
+pub(crate) fn unit_rows(rows: &[f32], d: usize) -> Vec<f32> {
+    let mut q = rows.to_vec();
+    for row in q.chunks_mut(d.max(1)) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    q
 }

@@ -89,7 +89,7 @@ pub fn exact_topk_reference(bank: &[f32], d: usize, queries: &[f32], k: usize, l
 /// their stored vectors (`vectors[i]` belongs to `candidates[i]`, any norm)
 /// and keeps the best `k` in the contract order. Candidates whose vector
 /// has the wrong length or zero norm are dropped (never scored as 0).
-pub fn rerank_exact(query: &[f32], candidates: &[Hit], vectors: &[Vec<f32>], k: usize) -> Result<Vec<Hit>, SearchError> {
+pub fn rerank_exact<V: AsRef<[f32]>>(query: &[f32], candidates: &[Hit], vectors: &[V], k: usize) -> Result<Vec<Hit>, SearchError> {
     check_k(k)?;
     if candidates.len() != vectors.len() {
         return Err(SearchError::Invalid(format!("{} candidates but {} vectors", candidates.len(), vectors.len())));
@@ -97,6 +97,7 @@ pub fn rerank_exact(query: &[f32], candidates: &[Hit], vectors: &[Vec<f32>], k: 
     let mut out: Vec<Hit> = candidates
         .iter()
         .zip(vectors)
+        .map(|(h, v)| (h, v.as_ref()))
         .filter(|(_, v)| v.len() == query.len())
         .filter_map(|(h, v)| {
             let norm = dot8(v, v).sqrt();

@@ -49,6 +49,17 @@ fn packed_sentences_match_transformers_goldens_of_each_sentence_alone() {
         let e = max_abs(&tail, &alone_b[l]);
         assert!(e <= 1e-4, "layer {l}: packed vs alone max abs diff {e}");
     }
+    // Stopping early (the bank builder runs only up to its deepest bank layer) gives the
+    // same states; the last (final-normed) state only when every layer runs.
+    let emb = model.embed_tokens(&all).unwrap();
+    for last in [0, 1, cfg.num_hidden_layers - 1] {
+        let upto = model.forward_embeds_packed_upto(&emb, &lens, last).unwrap();
+        assert_eq!(upto.len(), last + 1);
+        for (l, s) in upto.iter().enumerate() {
+            assert_eq!(max_abs(s, &states[l]), 0.0, "state {l} of a forward stopped at {last}");
+        }
+    }
+    assert!(model.forward_embeds_packed_upto(&emb, &lens, cfg.num_hidden_layers + 1).is_err());
     assert!(model.forward_embeds_packed(&model.embed_tokens(&all).unwrap(), &[1, 2]).is_err());
     assert!(model.forward_embeds_packed(&model.embed_tokens(&all).unwrap(), &[0, all.len()]).is_err());
 }

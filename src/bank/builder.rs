@@ -347,7 +347,9 @@ impl Collector {
         let all: Vec<u32> = batch.iter().flat_map(|b| b.1.iter().copied()).collect();
         let lens: Vec<usize> = batch.iter().map(|b| b.1.len()).collect();
         let embeds = model.model.embed_tokens(&all)?;
-        let states = model.model.forward_embeds_packed(&embeds, &lens)?;
+        // Only up to the deepest bank layer (L-1 by default: the last block is never run).
+        let deepest = self.cfg.layers.iter().copied().max().unwrap_or(0);
+        let states = model.model.forward_embeds_packed_upto(&embeds, &lens, deepest)?;
         // Only the bank layers, as row-major [ΣT, d] f32.
         let mut layers = Vec::with_capacity(self.cfg.layers.len());
         for &l in &self.cfg.layers {

@@ -431,6 +431,20 @@ impl TextModel {
     /// [`TextModel::forward_embeds`] on each sequence alone, with the matmuls
     /// of all sequences done at once (used by the bank builder).
     pub fn forward_embeds_packed(&self, embeds: &Tensor, lens: &[usize]) -> Result<Vec<Tensor>, ModelError> {
+        self.forward_embeds_packed_upto(embeds, lens, self.layers.len())
+    }
+
+    /// [`TextModel::forward_embeds_packed`] stopped after hidden state
+    /// `last` (0 = the embeddings; the number of layers = every state, the
+    /// last one final-normed as HF returns it): the layers past the deepest
+    /// state a caller keeps (the bank builder's deepest bank layer) are not run.
+    pub fn forward_embeds_packed_upto(&self, embeds: &Tensor, lens: &[usize], last: usize) -> Result<Vec<Tensor>, ModelError> {
+        if last > self.layers.len() {
+            return Err(ModelError::Input(format!(
+                "hidden state {last} asked for: this model has states 0..={}",
+                self.layers.len()
+            )));
+        }
         let (t, d) = embeds.dims2().map_err(|_| {
             ModelError::Input(format!("embeddings must be [tokens, d], got shape {:?}", embeds.dims()))
         })?;
@@ -453,16 +467,18 @@ impl TextModel {
             AttnMode::Masked(packed_causal_mask(lens, self.device())?)
         };
         let x = embeds.to_dtype(DType::F32)?.contiguous()?;
-        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let mut states = Vec::with_capacity(last + 1);
         states.push(x.clone());
         let mut x = x;
-        for layer in &self.layers {
+        for layer in &self.layers[..last] {
             x = layer.forward(&self.cfg, &x, &cos, &sin, &attn, self.rope_interleaved)?;
             states.push(x.clone());
         }
-        let last = self.final_norm(&x)?;
-        if let Some(slot) = states.last_mut() {
-            *slot = last;
+        if last == self.layers.len() {
+            let normed = self.final_norm(&x)?;
+            if let Some(slot) = states.last_mut() {
+                *slot = normed;
+            }
         }
         Ok(states)
     }

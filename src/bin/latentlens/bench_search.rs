@@ -55,6 +55,9 @@ pub struct Args {
     /// Skip our OPQ variants (the bank recipe is OPQ + PQ scan + refinement; training them takes minutes).
     #[arg(long)]
     no_opq: bool,
+    /// Run only our configurations whose name contains this (e.g. "OPQ36+refine36"; faiss unaffected).
+    #[arg(long)]
+    only: Option<String>,
     /// OPQ rounds (rotation updates) for the OPQ variants (the bank recipe: 12).
     #[arg(long, default_value_t = 12)]
     opq_iters: usize,
@@ -170,6 +173,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = vec![Row { method: "ours exact f32".into(), bytes: d * 4, recall: 1.0, ms_per_query: exact_ms, train_s: 0.0 }];
     for &b in &budgets {
         for (name, params, refine) in our_configs(b, d, (!args.no_opq).then_some(args.opq_iters)) {
+            if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let params = PqParams { train_size: args.train, iters: args.iters, ..params };
             let t0 = Instant::now();
             let pq = pool.install(|| ProductQuantizer::train(&bank, d, &params))?;

@@ -13,7 +13,7 @@
 #   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
 #   ./build.sh assets         fetch the real weights used by tests and benches (+ EfficientNet, emoji)
-#   ./build.sh train          retrain the controlled VLM's connector (PyTorch; ~30 min on 2 cores)
+#   ./build.sh train          retrain the controlled VLM's connector (PyTorch; ~45 min on 2 cores)
 #   ./build.sh eval [ARGS]    ground-truth interpretability of the controlled VLM (3 lenses, leap)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -357,11 +357,11 @@ case "$cmd" in
     # Defaults = the committed connector's run (docs/controlled-training.json). Resumable: an
     # interrupted run continues from $work/run/checkpoint.pt (saved at every held-out evaluation)
     # when started again with the same settings.
-    cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-1600}" --seed 0
+    cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-4800}" --seed 0
     cli scenes --emoji "$EMOJI_DIR" --out "$work/heldout" --n 112 --seed 900000
     "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
-      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-500}" --batch 8 --lr 2e-3 \
-      --eval-every 50 --n-heldout-loss 32 --n-generate 48 --resume "$@"
+      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-1500}" --batch 8 --lr 2e-3 \
+      --eval-every 100 --n-heldout-loss 32 --n-generate 48 --resume "$@"
     cp "$work/run/connector.safetensors" models/controlled-v1/connector.safetensors
     cp "$work/run/loss_curve.svg" docs/img/controlled-loss.svg
     "$PY" - "$work/run/report.json" docs/controlled-training.json <<'PY'

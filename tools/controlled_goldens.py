@@ -33,7 +33,7 @@ def main():
     tok, model = tc.load_llm(a.gguf)
     from safetensors.torch import load_file
     conn = tc.Connector()
-    conn.load_state_dict({k: v.float() for k, v in load_file(a.connector).items()})
+    conn.load_runtime(load_file(a.connector))
     pre, suf = tc.ids(tok, tc.PREFIX), tc.ids(tok, tc.SUFFIX)
     emb = model.get_input_embeddings()
     out = []

@@ -36,14 +36,35 @@ N_VIS = 49
 
 
 class Connector(nn.Module):
+    """LLaVA mlp2x_gelu. While training, `mean`/`inv_std` standardise the
+    EfficientNet features per channel (Adam then sees inputs of unit scale
+    instead of ReLU6 outputs sharing a large positive mean); `folded()` turns
+    that into plain Linear weights, so the saved connector has exactly the
+    runtime's architecture: W' = W / std, b' = b - W' mean."""
+
     def __init__(self, d_in=1280, d=576):
         super().__init__()
         self.linear_1 = nn.Linear(d_in, d)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(d, d)
+        self.register_buffer('mean', torch.zeros(d_in))
+        self.register_buffer('inv_std', torch.ones(d_in))
 
     def forward(self, x):
-        return self.linear_2(self.act(self.linear_1(x)))
+        return self.linear_2(self.act(self.linear_1((x - self.mean) * self.inv_std)))
+
+    def folded(self):
+        """The runtime's four tensors (float64 fold, then f32)."""
+        w = self.linear_1.weight.detach().double() * self.inv_std.double()[None, :]
+        b = self.linear_1.bias.detach().double() - w @ self.mean.double()
+        return {'linear_1.weight': w.float(), 'linear_1.bias': b.float(),
+                'linear_2.weight': self.linear_2.weight.detach().float(),
+                'linear_2.bias': self.linear_2.bias.detach().float()}
+
+    def load_runtime(self, state):
+        """Load the runtime's four tensors (no standardisation)."""
+        self.load_state_dict({**{k: v.float() for k, v in state.items()},
+                              'mean': torch.zeros_like(self.mean), 'inv_std': torch.ones_like(self.inv_std)})
 
 
 def read_scenes(d):
@@ -194,6 +215,10 @@ def main():
     ap.add_argument('--n-generate', type=int, default=60)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=2)
+    ap.add_argument('--standardize', type=int, default=1,
+                    help='1: train on per-channel standardised features, folded into linear_1 when saved')
+    ap.add_argument('--bf16', type=int, default=1,
+                    help='1: bf16 autocast for the frozen LLM forward/backward (CPU avx512_bf16; f32 master weights)')
     ap.add_argument('--resume', action='store_true',
                     help='continue from OUT/checkpoint.pt (written at every held-out evaluation) when it exists')
     a = ap.parse_args()
@@ -212,20 +237,26 @@ def main():
     pre, suf, end = ids(tok, PREFIX), ids(tok, SUFFIX), ids(tok, END)
     assert len(end) == 1, end
     conn = Connector()
+    if a.standardize:
+        flat = ftr.reshape(-1, ftr.shape[-1]).double()
+        conn.mean.copy_(flat.mean(0).float())
+        # Channels that barely vary (ReLU6 units nearly always 0) keep a floor, so the folded
+        # weights W / std stay small enough for the f16 file.
+        conn.inv_std.copy_(1.0 / flat.std(0).clamp_min(0.05).float())
     opt = torch.optim.AdamW(conn.parameters(), lr=a.lr, weight_decay=0.0)
     warm = max(1, a.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, a.steps) / a.steps)))
     hl = held_rows[:a.n_heldout_loss]
+    run_args = {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'standardize': a.standardize,
+                'bf16': a.bf16, 'train_scenes': len(train_rows)}
     ckpt_path = os.path.join(a.out, 'checkpoint.pt')
     g = torch.Generator().manual_seed(a.seed)
     start, done_s = 1, 0.0
     if a.resume and os.path.exists(ckpt_path):
         c = torch.load(ckpt_path, weights_only=False)
-        same = {k: c['args'][k] for k in ('steps', 'batch', 'lr', 'seed')} == {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed}
-        if not same:
-            sys.exit(f'{ckpt_path} was written for {c["args"]}, not steps={a.steps} batch={a.batch} lr={a.lr} seed={a.seed}: '
-                     'delete it or pass the same settings')
+        if c['args'] != run_args:
+            sys.exit(f'{ckpt_path} was written for {c["args"]}, not {run_args}: delete it or pass the same settings')
         conn.load_state_dict(c['conn']); opt.load_state_dict(c['opt']); sched.load_state_dict(c['sched'])
         g.set_state(c['g']); order = c['order']; start = c['step'] + 1; done_s = c['train_seconds']
         untrained, held_curve, train_curve = c['untrained'], c['held_curve'], c['train_curve']
@@ -241,7 +272,8 @@ def main():
             order += torch.randperm(len(train_rows), generator=g).tolist()
         idx, order = order[:a.batch], order[a.batch:]
         x, m, l = build_batch(tok, model, conn, ftr[idx], [train_rows[i]['caption'] for i in idx], pre, suf, end)
-        loss = loss_of(model, x, m, l)
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bool(a.bf16)):
+            loss = loss_of(model, x, m, l)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -257,7 +289,7 @@ def main():
             h = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
             held_curve.append((step, h))
             print(f'  held-out loss {h:.4f}', file=sys.stderr, flush=True)
-            torch.save({'args': {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed},
+            torch.save({'args': run_args,
                         'conn': conn.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
                         'g': g.get_state(), 'order': order, 'step': step, 'train_seconds': time.time() - t_train,
                         'untrained': untrained, 'held_curve': held_curve, 'train_curve': train_curve},
@@ -267,11 +299,12 @@ def main():
 
     # Store in f16 (the committed file); everything below uses the stored weights.
     from safetensors.torch import save_file
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in conn.state_dict().items()}
+    state = {k: v.to(torch.float16).contiguous() for k, v in conn.folded().items()}
     path = os.path.join(a.out, 'connector.safetensors')
     save_file(state, path, metadata={'format': 'latentlens-controlled-connector-v1', 'd_in': '1280', 'd': '576',
                                      'act': 'gelu', 'seed': str(a.seed), 'steps': str(a.steps)})
-    conn.load_state_dict({k: v.float() for k, v in state.items()})
+    loss_unfolded = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
+    conn.load_runtime(state)
     final = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
 
     gen_rows = held_rows[a.n_heldout_loss:a.n_heldout_loss + a.n_generate] or held_rows[:a.n_generate]
@@ -286,6 +319,8 @@ def main():
     svg_curve(train_curve, held_curve, os.path.join(a.out, 'loss_curve.svg'))
     report = {
         'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'threads': a.threads,
+        'standardize': a.standardize, 'bf16': a.bf16,
+        'heldout_loss_before_f16_fold': round(loss_unfolded, 4),
         'train_scenes': len(train_rows), 'examples_seen': a.steps * a.batch,
         'feature_seconds': round(t_feat, 1), 'train_seconds': round(train_s, 1),
         'seconds_per_example': round(train_s / (a.steps * a.batch), 4),

@@ -219,6 +219,12 @@ def main():
                     help='1: train on per-channel standardised features, folded into linear_1 when saved')
     ap.add_argument('--bf16', type=int, default=1,
                     help='1: bf16 autocast for the frozen LLM forward/backward (CPU avx512_bf16; f32 master weights)')
+    ap.add_argument('--init', default='',
+                    help='start from the connector (and feature standardisation) of a previous run\'s '
+                         'checkpoint.pt: a second stage with a fresh warm-up + cosine schedule (a warm restart); '
+                         'its curves continue that run\'s, with steps counted from its last step')
+    ap.add_argument('--feature-cache', default='',
+                    help='directory holding features_train.npy / features_heldout.npy (default: --out)')
     ap.add_argument('--resume', action='store_true',
                     help='continue from OUT/checkpoint.pt (written at every held-out evaluation) when it exists')
     a = ap.parse_args()
@@ -230,14 +236,21 @@ def main():
 
     sd = eff.load_safetensors(a.effnet)
     train_rows, held_rows = read_scenes(a.scenes), read_scenes(a.heldout)
-    ftr = features_for(a.scenes, train_rows, sd, os.path.join(a.out, 'features_train.npy'))
-    fho = features_for(a.heldout, held_rows, sd, os.path.join(a.out, 'features_heldout.npy'))
+    fc = a.feature_cache or a.out
+    ftr = features_for(a.scenes, train_rows, sd, os.path.join(fc, 'features_train.npy'))
+    fho = features_for(a.heldout, held_rows, sd, os.path.join(fc, 'features_heldout.npy'))
     t_feat = time.time() - t_start
     tok, model = load_llm(a.gguf)
     pre, suf, end = ids(tok, PREFIX), ids(tok, SUFFIX), ids(tok, END)
     assert len(end) == 1, end
     conn = Connector()
-    if a.standardize:
+    init = None
+    if a.init:
+        init = torch.load(a.init, weights_only=False)
+        if init['args'].get('train_scenes') != len(train_rows):
+            sys.exit(f'{a.init} was trained on {init["args"].get("train_scenes")} scenes, not {len(train_rows)}')
+        conn.load_state_dict(init['conn'])  # weights and the first stage's mean / inv_std
+    elif a.standardize:
         flat = ftr.reshape(-1, ftr.shape[-1]).double()
         conn.mean.copy_(flat.mean(0).float())
         # Channels that barely vary (ReLU6 units nearly always 0) keep a floor, so the folded
@@ -250,6 +263,10 @@ def main():
     hl = held_rows[:a.n_heldout_loss]
     run_args = {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'standardize': a.standardize,
                 'bf16': a.bf16, 'train_scenes': len(train_rows)}
+    off = 0  # steps of the stage this run continues (--init)
+    if init is not None:
+        off = init['step']
+        run_args['init'] = {'args': init['args'], 'step': off}
     ckpt_path = os.path.join(a.out, 'checkpoint.pt')
     g = torch.Generator().manual_seed(a.seed)
     start, done_s = 1, 0.0
@@ -261,6 +278,9 @@ def main():
         g.set_state(c['g']); order = c['order']; start = c['step'] + 1; done_s = c['train_seconds']
         untrained, held_curve, train_curve = c['untrained'], c['held_curve'], c['train_curve']
         print(f'resumed at step {c["step"]} ({done_s:.0f}s of training so far)', file=sys.stderr, flush=True)
+    elif init is not None:
+        untrained, held_curve, train_curve, order = init['untrained'], list(init['held_curve']), list(init['train_curve']), []
+        done_s = 0.0
     else:
         untrained = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
         held_curve, train_curve, order = [(0, untrained)], [], []
@@ -280,18 +300,19 @@ def main():
         sched.step()
         window.append(float(loss))
         if step % 10 == 0:
-            train_curve.append((step, sum(window) / len(window)))
+            train_curve.append((off + step, sum(window) / len(window)))
             window = []
             el = time.time() - t_train
             print(f'[{step}/{a.steps}] loss {train_curve[-1][1]:.4f}  {el:.0f}s elapsed, '
                   f'{el / step * (a.steps - step):.0f}s left', file=sys.stderr, flush=True)
         if step % a.eval_every == 0 or step == a.steps:
             h = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
-            held_curve.append((step, h))
+            held_curve.append((off + step, h))
             print(f'  held-out loss {h:.4f}', file=sys.stderr, flush=True)
             torch.save({'args': run_args,
                         'conn': conn.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
                         'g': g.get_state(), 'order': order, 'step': step, 'train_seconds': time.time() - t_train,
+                        'prior_seconds': (init or {}).get('train_seconds', 0.0) + (init or {}).get('prior_seconds', 0.0),
                         'untrained': untrained, 'held_curve': held_curve, 'train_curve': train_curve},
                        ckpt_path + '.tmp')
             os.replace(ckpt_path + '.tmp', ckpt_path)
@@ -302,7 +323,7 @@ def main():
     state = {k: v.to(torch.float16).contiguous() for k, v in conn.folded().items()}
     path = os.path.join(a.out, 'connector.safetensors')
     save_file(state, path, metadata={'format': 'latentlens-controlled-connector-v1', 'd_in': '1280', 'd': '576',
-                                     'act': 'gelu', 'seed': str(a.seed), 'steps': str(a.steps)})
+                                     'act': 'gelu', 'seed': str(a.seed), 'steps': str(off + a.steps)})
     loss_unfolded = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
     conn.load_runtime(state)
     final = heldout_loss(tok, model, conn, fho, hl, pre, suf, end)
@@ -317,12 +338,17 @@ def main():
         examples.append({'image': r['image'], 'objects': r['objects'], 'reference': r['caption'],
                          'generated': cap, 'names_an_object': ok})
     svg_curve(train_curve, held_curve, os.path.join(a.out, 'loss_curve.svg'))
+    prior_s = (init or {}).get('train_seconds', 0.0) + (init or {}).get('prior_seconds', 0.0)
+    stages = list((init or {}).get('stages', [])) or ([dict(init['args'], seconds=round(prior_s, 1))] if init else [])
+    stages.append(dict(run_args, seconds=round(train_s, 1)))
+    stages[-1].pop('init', None)
+    total_steps = off + a.steps
     report = {
-        'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'threads': a.threads,
-        'standardize': a.standardize, 'bf16': a.bf16,
+        'steps': total_steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'threads': a.threads,
+        'standardize': a.standardize, 'bf16': a.bf16, 'stages': stages,
         'heldout_loss_before_f16_fold': round(loss_unfolded, 4),
-        'train_scenes': len(train_rows), 'examples_seen': a.steps * a.batch,
-        'feature_seconds': round(t_feat, 1), 'train_seconds': round(train_s, 1),
+        'train_scenes': len(train_rows), 'examples_seen': total_steps * a.batch,
+        'feature_seconds': round(t_feat, 1), 'train_seconds': round(prior_s + train_s, 1),
         'seconds_per_example': round(train_s / (a.steps * a.batch), 4),
         'heldout_loss_untrained': round(untrained, 4), 'heldout_loss_final': round(final, 4),
         'heldout_scenes_loss': len(hl), 'heldout_scenes_generated': len(gen_rows),

@@ -13,7 +13,7 @@
 #   ./build.sh corpus         the offline corpus (WordNet + clip-interrogator phrases) in .assets/corpus
 #   ./build.sh pyenv          Python venv with the reference libraries (torch, transformers, faiss)
 #   ./build.sh assets         fetch the real weights used by tests and benches (+ EfficientNet, emoji)
-#   ./build.sh train          retrain the controlled VLM's connector (PyTorch; ~45 min on 2 cores)
+#   ./build.sh train          retrain the controlled VLM's connector (PyTorch, two stages; ~75 min on 2 quiet cores)
 #   ./build.sh eval [ARGS]    ground-truth interpretability of the controlled VLM (3 lenses, leap)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -94,6 +94,12 @@ pub struct PqParams {
     pub iters: usize,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Score-aware (anisotropic) encoding weight η ≥ 1 (Guo et al. 2020, ScaNN): codes
+    /// minimise `‖e‖² + (η − 1)·⟨x, e⟩²/‖x‖²` for the error `e = x − x̂`, i.e. the error
+    /// along `x` (which shifts the scores of `x`'s nearest neighbours) costs η times the
+    /// error across it. 1 = nearest centroids. Used by [`ProductQuantizer::encode_with`]
+    /// callers that take their parameters from here (the bank builder, `bench search`).
+    pub eta: f32,
 }
 
 impl Default for PqParams {
@@ -106,9 +112,13 @@ impl Default for PqParams {
             train_size: 65_536,
             iters: 20,
             seed: 0x1a7e_271e,
+            eta: 1.0,
         }
     }
 }
+
+/// Coordinate-descent rounds of score-aware encoding ([`PqParams::eta`]).
+pub const ANISO_PASSES: usize = 4;
 
 /// One additive product-quantizer stage: `m` sub-quantizers of [`KSUB`]
 /// centroids over `dsub = d / m` dimensions.
@@ -343,7 +353,18 @@ impl ProductQuantizer {
     /// Encode rows `[n, d]`: scanned codes `[n, code_bytes]` and refinement
     /// codes `[n, refine_bytes]` (each stage encodes the previous residual).
     pub fn encode(&self, data: &[f32]) -> Result<Encoded, PqError> {
+        self.encode_with(data, 1.0)
+    }
+
+    /// [`Self::encode`] with score-aware codes for `eta > 1` (see [`PqParams::eta`]):
+    /// each stage starts from its nearest centroids, then [`ANISO_PASSES`] rounds of
+    /// coordinate descent over its sub-quantizers lower the stage's anisotropic loss of
+    /// the *total* error so far. Deterministic; decoding is unchanged.
+    pub fn encode_with(&self, data: &[f32], eta: f32) -> Result<Encoded, PqError> {
         let n = check_rows("encode", data, self.d)?;
+        if !(eta.is_finite() && eta >= 1.0) {
+            return Err(PqError::Invalid(format!("anisotropic weight eta = {eta}: it must be a finite number >= 1 (1 = plain PQ)")));
+        }
         let d = self.d;
         let (cb, rb) = (self.code_bytes(), self.refine_bytes());
         let total = cb + rb;
@@ -355,9 +376,13 @@ impl ProductQuantizer {
                 Some(r) => rotate_one(r, x, d),
                 None => x.to_vec(),
             };
+            let y = if eta > 1.0 { r.clone() } else { Vec::new() };
             let mut off = 0;
             for st in &self.stages {
                 st.encode_one(&r, &mut out[off..off + st.m]);
+                if eta > 1.0 {
+                    st.anisotropic(&y, &r, eta, &mut out[off..off + st.m]);
+                }
                 st.subtract(&out[off..off + st.m], &mut r);
                 off += st.m;
             }
@@ -574,6 +599,56 @@ impl Stage {
         for (j, o) in out.iter_mut().enumerate() {
             let xs = &x[j * self.dsub..(j + 1) * self.dsub];
             *o = kmeans::nearest(xs, self.codebook(j), self.dsub).0 as u8;
+        }
+    }
+
+    /// Score-aware refinement of `code` (nearest centroids of `t` on entry): coordinate
+    /// descent on `‖e‖² + (η − 1)⟨y, e⟩²/‖y‖²` with `e = t − decode(code)`, where `t` is
+    /// what this stage encodes (the row `y` minus the earlier stages' reconstruction), so
+    /// `e` is the row's total error after this stage. Each step keeps the best of the 256
+    /// centroids of one sub-quantizer given the others (lowest index on ties), so the loss
+    /// never rises.
+    fn anisotropic(&self, y: &[f32], t: &[f32], eta: f32, code: &mut [u8]) {
+        let yn: f32 = y.iter().map(|v| v * v).sum();
+        if yn <= 0.0 || !yn.is_finite() {
+            return;
+        }
+        let w = (eta - 1.0) / yn;
+        let ds = self.dsub;
+        let mut e = t.to_vec();
+        self.subtract(code, &mut e);
+        let mut p = dot(y, &e);
+        let mut en: f32 = e.iter().map(|v| v * v).sum();
+        for _ in 0..ANISO_PASSES {
+            let mut changed = false;
+            for j in 0..self.m {
+                let (ys, ts) = (&y[j * ds..(j + 1) * ds], &t[j * ds..(j + 1) * ds]);
+                let es = &e[j * ds..(j + 1) * ds];
+                let (p0, en0) = (p - dot(ys, es), en - es.iter().map(|v| v * v).sum::<f32>());
+                let yt = dot(ys, ts);
+                let book = self.codebook(j);
+                let (mut best, mut best_loss, mut best_pe) = (code[j] as usize, f32::INFINITY, (p, en));
+                for (c, cent) in book.chunks_exact(ds).enumerate() {
+                    let pc = p0 + yt - dot(ys, cent);
+                    let ec = en0 + kmeans::l2sq(ts, cent);
+                    let loss = ec + w * pc * pc;
+                    if loss < best_loss {
+                        (best, best_loss, best_pe) = (c, loss, (pc, ec));
+                    }
+                }
+                if best != code[j] as usize {
+                    changed = true;
+                    code[j] = best as u8;
+                }
+                let cent = &book[best * ds..(best + 1) * ds];
+                for ((ev, tv), cv) in e[j * ds..(j + 1) * ds].iter_mut().zip(ts).zip(cent) {
+                    *ev = tv - cv;
+                }
+                (p, en) = best_pe;
+            }
+            if !changed {
+                break;
+            }
         }
     }
 

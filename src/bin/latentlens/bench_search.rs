@@ -61,6 +61,10 @@ pub struct Args {
     /// OPQ rounds (rotation updates) for the OPQ variants (the bank recipe: 12).
     #[arg(long, default_value_t = 12)]
     opq_iters: usize,
+    /// Score-aware encoding weights η to compare (comma separated; 1 = nearest
+    /// centroids): every configuration is trained once and encoded with each.
+    #[arg(long, default_value = "1,2")]
+    eta: String,
 }
 
 struct Row {
@@ -165,6 +169,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let truth = pool.install(|| exact_topk(&bank, d, &queries, k, 0))?;
     let exact_ms = t0.elapsed().as_secs_f64() * 1e3 / nq as f64;
+    let etas: Vec<f32> = args.eta.split(',').map(|s| s.trim().parse::<f32>().with_context(|| format!("--eta {s:?}: not a number"))).collect::<Result<_, _>>()?;
+    if etas.iter().any(|&e| !(e.is_finite() && e >= 1.0)) {
+        bail!("--eta {}: every weight must be a number >= 1 (1 = nearest centroids)", args.eta);
+    }
     let budgets: Vec<usize> = args.bytes.split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let main_b = budgets.iter().copied().filter(|&b| b <= d / 8).max().unwrap_or(d / 8);
 
@@ -179,8 +187,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let params = PqParams { train_size: args.train, iters: args.iters, ..params };
             let t0 = Instant::now();
             let pq = pool.install(|| ProductQuantizer::train(&bank, d, &params))?;
-            let enc = pool.install(|| pq.encode(&bank))?;
-            let train_s = t0.elapsed().as_secs_f64();
+            let train_only_s = t0.elapsed().as_secs_f64();
+            let base_name = name;
+            for &eta in &etas {
+            let t0 = Instant::now();
+            let enc = pool.install(|| pq.encode_with(&bank, eta))?;
+            let train_s = train_only_s + t0.elapsed().as_secs_f64();
+            let name = if eta == 1.0 { base_name.clone() } else { format!("{base_name} eta{eta}") };
             let sp = PqSearchParams { k, shortlist: args.shortlist, layer: 0, ..PqSearchParams::default() };
             let rf = if refine { Some(enc.refine.as_slice()) } else { None };
             // Warm-up, then best of 3.
@@ -219,6 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let r = recall(&res, &truth, k);
             eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, train+encode {train_s:.1}s", best * 1e3 / nq as f64);
             rows.push(Row { method: name, bytes: b, recall: r, ms_per_query: best * 1e3 / nq as f64, train_s });
+            }
         }
     }
 

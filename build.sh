@@ -359,15 +359,15 @@ case "$cmd" in
     # when started again with the same settings.
     cli scenes --emoji "$EMOJI_DIR" --out "$work/scenes" --n "${LATENTLENS_TRAIN_SCENES:-4800}" --seed 0
     cli scenes --emoji "$EMOJI_DIR" --out "$work/heldout" --n 112 --seed 900000
-    "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
-      --gguf "$SMOLLM2_GGUF" --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-1500}" --batch 8 --lr 2e-3 \
-      --eval-every 100 --n-heldout-loss 32 --n-generate 48 --resume "$@"
+    train_stage() {
+      "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
+        --gguf "$SMOLLM2_GGUF" --batch 8 --eval-every 100 --n-heldout-loss 32 --n-generate 48 --resume "$@"
+    }
+    train_stage --out "$work/run" --steps "${LATENTLENS_TRAIN_STEPS:-1500}" --lr 2e-3 "$@"
     # Stage 2: a warm restart from stage 1's connector (fresh warm-up + cosine at half the peak
     # rate, another shuffle); its curves continue stage 1's.
-    "$PY" tools/train_connector.py --scenes "$work/scenes" --heldout "$work/heldout" --effnet "$EFFNET" \
-      --gguf "$SMOLLM2_GGUF" --out "$work/run2" --feature-cache "$work/run" --init "$work/run/checkpoint.pt" \
-      --steps "${LATENTLENS_TRAIN_STEPS2:-1000}" --batch 8 --lr 1e-3 --seed 1 \
-      --eval-every 100 --n-heldout-loss 32 --n-generate 48 --resume "$@"
+    train_stage --out "$work/run2" --feature-cache "$work/run" --init "$work/run/checkpoint.pt" \
+      --steps "${LATENTLENS_TRAIN_STEPS2:-1000}" --lr 1e-3 --seed 1 "$@"
     cp "$work/run2/connector.safetensors" models/controlled-v1/connector.safetensors
     cp "$work/run2/loss_curve.svg" docs/img/controlled-loss.svg
     "$PY" - "$work/run2/report.json" docs/controlled-training.json <<'PY'

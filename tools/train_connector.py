@@ -263,10 +263,13 @@ def main():
     hl = held_rows[:a.n_heldout_loss]
     run_args = {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'standardize': a.standardize,
                 'bf16': a.bf16, 'train_scenes': len(train_rows)}
-    off = 0  # steps of the stage this run continues (--init)
+    off = 0  # steps of the stages this run continues (--init)
+    prior_stages = []  # those stages' settings and seconds, oldest first
     if init is not None:
         off = init['step']
         run_args['init'] = {'args': init['args'], 'step': off}
+        prior_stages = init.get('stages', []) + [
+            dict({k: v for k, v in init['args'].items() if k != 'init'}, seconds=round(init['train_seconds'], 1))]
     ckpt_path = os.path.join(a.out, 'checkpoint.pt')
     g = torch.Generator().manual_seed(a.seed)
     start, done_s = 1, 0.0
@@ -312,7 +315,7 @@ def main():
             torch.save({'args': run_args,
                         'conn': conn.state_dict(), 'opt': opt.state_dict(), 'sched': sched.state_dict(),
                         'g': g.get_state(), 'order': order, 'step': step, 'train_seconds': time.time() - t_train,
-                        'prior_seconds': (init or {}).get('train_seconds', 0.0) + (init or {}).get('prior_seconds', 0.0),
+                        'stages': prior_stages,
                         'untrained': untrained, 'held_curve': held_curve, 'train_curve': train_curve},
                        ckpt_path + '.tmp')
             os.replace(ckpt_path + '.tmp', ckpt_path)
@@ -338,17 +341,14 @@ def main():
         examples.append({'image': r['image'], 'objects': r['objects'], 'reference': r['caption'],
                          'generated': cap, 'names_an_object': ok})
     svg_curve(train_curve, held_curve, os.path.join(a.out, 'loss_curve.svg'))
-    prior_s = (init or {}).get('train_seconds', 0.0) + (init or {}).get('prior_seconds', 0.0)
-    stages = list((init or {}).get('stages', [])) or ([dict(init['args'], seconds=round(prior_s, 1))] if init else [])
-    stages.append(dict(run_args, seconds=round(train_s, 1)))
-    stages[-1].pop('init', None)
+    stages = prior_stages + [dict({k: v for k, v in run_args.items() if k != 'init'}, seconds=round(train_s, 1))]
     total_steps = off + a.steps
     report = {
         'steps': total_steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'threads': a.threads,
         'standardize': a.standardize, 'bf16': a.bf16, 'stages': stages,
         'heldout_loss_before_f16_fold': round(loss_unfolded, 4),
         'train_scenes': len(train_rows), 'examples_seen': total_steps * a.batch,
-        'feature_seconds': round(t_feat, 1), 'train_seconds': round(prior_s + train_s, 1),
+        'feature_seconds': round(t_feat, 1), 'train_seconds': round(sum(st['seconds'] for st in stages), 1),
         'seconds_per_example': round(train_s / (a.steps * a.batch), 4),
         'heldout_loss_untrained': round(untrained, 4), 'heldout_loss_final': round(final, 4),
         'heldout_scenes_loss': len(hl), 'heldout_scenes_generated': len(gen_rows),

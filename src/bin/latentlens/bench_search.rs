@@ -190,48 +190,48 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let train_only_s = t0.elapsed().as_secs_f64();
             let base_name = name;
             for &eta in &etas {
-            let t0 = Instant::now();
-            let enc = pool.install(|| pq.encode_with(&bank, eta))?;
-            let train_s = train_only_s + t0.elapsed().as_secs_f64();
-            let name = if eta == 1.0 { base_name.clone() } else { format!("{base_name} eta{eta}") };
-            let sp = PqSearchParams { k, shortlist: args.shortlist, layer: 0, ..PqSearchParams::default() };
-            let rf = if refine { Some(enc.refine.as_slice()) } else { None };
-            // Warm-up, then best of 3.
-            let mut res = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
-            let mut best = f64::INFINITY;
-            for _ in 0..3 {
                 let t0 = Instant::now();
-                res = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
-                best = best.min(t0.elapsed().as_secs_f64());
-            }
-            if refine && b == main_b {
-                // The bank recipe + exact rerank: the best R candidates re-scored with
-                // their exact f16 rows (`build-bank --exact-rows`; read per query, not
-                // downloaded with the codes).
-                for r_cand in [16usize, 32, 64] {
-                    let sp = PqSearchParams { k: r_cand.max(k), shortlist: args.shortlist.max(r_cand), layer: 0, ..PqSearchParams::default() };
-                    let mut best = f64::INFINITY;
-                    let mut reranked = Vec::new();
-                    for _ in 0..3 {
-                        let t0 = Instant::now();
-                        let cands = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
-                        reranked = pool.install(|| rerank_f16(&bank, d, &queries, &cands, k))?;
-                        best = best.min(t0.elapsed().as_secs_f64());
-                    }
-                    let r = recall(&reranked, &truth, k);
-                    let read = r_cand * latentlens::bank::format::exact_row_len(d);
-                    let name = format!("{name} + exact rerank {r_cand}");
-                    eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, {read} B read per query", best * 1e3 / nq as f64);
-                    rerank_rows.push((name.clone(), r_cand, read, r, best * 1e3 / nq as f64));
-                    rows.push(Row { method: name, bytes: b, recall: r, ms_per_query: best * 1e3 / nq as f64, train_s });
+                let enc = pool.install(|| pq.encode_with(&bank, eta))?;
+                let train_s = train_only_s + t0.elapsed().as_secs_f64();
+                let name = if eta == 1.0 { base_name.clone() } else { format!("{base_name} eta{eta}") };
+                let sp = PqSearchParams { k, shortlist: args.shortlist, layer: 0, ..PqSearchParams::default() };
+                let rf = if refine { Some(enc.refine.as_slice()) } else { None };
+                // Warm-up, then best of 3.
+                let mut res = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
+                let mut best = f64::INFINITY;
+                for _ in 0..3 {
+                    let t0 = Instant::now();
+                    res = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
+                    best = best.min(t0.elapsed().as_secs_f64());
                 }
-            }
-            if refine && b == main_b && gpu_matches.is_none() {
-                gpu_matches = gpu_check(&pq, &enc.codes, rf, &queries[..d * nq.min(64)], &res[..nq.min(64)], k, args.shortlist);
-            }
-            let r = recall(&res, &truth, k);
-            eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, train+encode {train_s:.1}s", best * 1e3 / nq as f64);
-            rows.push(Row { method: name, bytes: b, recall: r, ms_per_query: best * 1e3 / nq as f64, train_s });
+                if refine && b == main_b {
+                    // The bank recipe + exact rerank: the best R candidates re-scored with
+                    // their exact f16 rows (`build-bank --exact-rows`; read per query, not
+                    // downloaded with the codes).
+                    for r_cand in [16usize, 32, 64] {
+                        let sp = PqSearchParams { k: r_cand.max(k), shortlist: args.shortlist.max(r_cand), layer: 0, ..PqSearchParams::default() };
+                        let mut best = f64::INFINITY;
+                        let mut reranked = Vec::new();
+                        for _ in 0..3 {
+                            let t0 = Instant::now();
+                            let cands = pool.install(|| pq_search(&pq, &enc.codes, rf, &queries, &sp))?;
+                            reranked = pool.install(|| rerank_f16(&bank, d, &queries, &cands, k))?;
+                            best = best.min(t0.elapsed().as_secs_f64());
+                        }
+                        let r = recall(&reranked, &truth, k);
+                        let read = r_cand * latentlens::bank::format::exact_row_len(d);
+                        let name = format!("{name} + exact rerank {r_cand}");
+                        eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, {read} B read per query", best * 1e3 / nq as f64);
+                        rerank_rows.push((name.clone(), r_cand, read, r, best * 1e3 / nq as f64));
+                        rows.push(Row { method: name, bytes: b, recall: r, ms_per_query: best * 1e3 / nq as f64, train_s });
+                    }
+                }
+                if refine && b == main_b && gpu_matches.is_none() {
+                    gpu_matches = gpu_check(&pq, &enc.codes, rf, &queries[..d * nq.min(64)], &res[..nq.min(64)], k, args.shortlist);
+                }
+                let r = recall(&res, &truth, k);
+                eprintln!("[bench search] {name}: recall@{k} {r:.4}, {:.4} ms/query, train+encode {train_s:.1}s", best * 1e3 / nq as f64);
+                rows.push(Row { method: name, bytes: b, recall: r, ms_per_query: best * 1e3 / nq as f64, train_s });
             }
         }
     }

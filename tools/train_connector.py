@@ -263,13 +263,12 @@ def main():
     hl = held_rows[:a.n_heldout_loss]
     run_args = {'steps': a.steps, 'batch': a.batch, 'lr': a.lr, 'seed': a.seed, 'standardize': a.standardize,
                 'bf16': a.bf16, 'train_scenes': len(train_rows)}
-    off = 0  # steps of the stages this run continues (--init)
-    prior_stages = []  # those stages' settings and seconds, oldest first
+    prior_stages = []  # the stages this run continues (--init): settings, steps run, seconds; oldest first
     if init is not None:
-        off = init['step']
-        run_args['init'] = {'args': init['args'], 'step': off}
-        prior_stages = init.get('stages', []) + [
-            dict({k: v for k, v in init['args'].items() if k != 'init'}, seconds=round(init['train_seconds'], 1))]
+        run_args['init'] = {'args': init['args'], 'step': init['step']}
+        prior_stages = init.get('stages', []) + [dict({k: v for k, v in init['args'].items() if k != 'init'},
+                                                      steps=init['step'], seconds=round(init['train_seconds'], 1))]
+    off = sum(st['steps'] for st in prior_stages)  # curves and reported steps continue from there
     ckpt_path = os.path.join(a.out, 'checkpoint.pt')
     g = torch.Generator().manual_seed(a.seed)
     start, done_s = 1, 0.0

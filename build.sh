@@ -310,6 +310,8 @@ case "$cmd" in
     export LATENTLENS_SMOLLM2_GGUF=$SMOLLM2_GGUF
     export LATENTLENS_EFFNET_SAFETENSORS=$EFFNET LATENTLENS_EMOJI_DIR=$EMOJI_DIR
     export LATENTLENS_REQUIRE_ASSETS=1   # tests needing real weights or a GPU adapter fail instead of skipping
+    # One build per run: incremental caches only cost disk (CI's disk can be small).
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
     log "cargo test"
     cargo test --all-targets "$@"
     test_wasm

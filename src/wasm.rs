@@ -538,15 +538,18 @@ fn build_inspector(name: &str, config: &[u8], processor_config: &[u8], tokenizer
     Ok((AnyVlm::Hf(Box::new(vlm)), GpuSource::Weights(config, w)))
 }
 
+/// How the controlled VLM's LLM file is named in messages.
+const GGUF_WHAT: &str = "LLM GGUF";
+
 /// A model built from its files, before its fingerprint is taken.
 type Built = (AnyVlm, GpuSource);
 
-/// Builds an [`Inspector`] for the controlled VLM from its three weight files.
-fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text_gguf: Vec<u8>) -> Result<Built, JsValue> {
+/// Builds an [`Inspector`] for the controlled VLM from its three weight files (`text`: the
+/// LLM built from `text_gguf`, whole or streamed with [`GgufStream`]).
+fn build_controlled(name: &str, vision: &[u8], connector: &[u8], text: LoadedTextModel, text_gguf: Vec<u8>) -> Result<Built, JsValue> {
     let dev = Device::Cpu;
     let vision = load_safetensors_bytes(vision, "vision encoder (EfficientNet-Lite0 safetensors)", &dev).map_err(|e| domain_error(e.into()))?;
     let conn = load_safetensors_bytes(connector, "connector safetensors", &dev).map_err(|e| domain_error(e.into()))?;
-    let text = LoadedTextModel::from_gguf_bytes_with(&text_gguf, "LLM GGUF", false).map_err(|e| domain_error(e.into()))?;
     let vlm = ControlledVlm::from_parts(&vision, &conn, text, "connector safetensors", name).map_err(|e| domain_error(e.into()))?;
     Ok((AnyVlm::Controlled(Box::new(vlm)), GpuSource::Gguf(text_gguf)))
 }
@@ -658,7 +661,8 @@ impl Inspector {
     /// (EfficientNet-Lite0 safetensors), the connector safetensors and the LLM's GGUF.
     #[wasm_bindgen(js_name = fromControlledBytes)]
     pub fn from_controlled_bytes(name: &str, vision: &[u8], connector: &[u8], gguf: Vec<u8>) -> Result<Inspector, JsValue> {
-        sync_inspector(name, build_controlled(name, vision, connector, gguf)?)
+        let text = LoadedTextModel::from_gguf_bytes(&gguf, GGUF_WHAT).map_err(|e| domain_error(e.into()))?;
+        sync_inspector(name, build_controlled(name, vision, connector, text, gguf)?)
     }
 
     /// Downloads and loads a VLM from its folder URL (a Hugging Face
@@ -680,12 +684,16 @@ impl Inspector {
         // the cold model download 3× slower (4.8 s vs 1.5 s uncached for 119 MB from localhost).
         let opts = fetch_options(on_progress).await.with_chunk_size(MODEL_CHUNK);
         let opts = FetchOptions { max_request: 4 * MODEL_CHUNK, ..opts };
-        let mut files = ModelFiles::fetch_model(&base, &opts).await.map_err(|e| domain_error(e.into()))?;
+        // A controlled VLM's LLM is dequantised while its GGUF downloads (after the last byte
+        // only the last tensors remain: ~0.9 s less between download and first neighbours).
+        let mut stream = LoadedTextModel::gguf_stream(GGUF_WHAT);
+        let mut files = ModelFiles::fetch_model_with(&base, &opts, &mut |p| stream.feed(p)).await.map_err(|e| domain_error(e.into()))?;
         let config = files.get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;
         if let Some(parts) = controlled_parts(config).map_err(|m| js_error("ModelError", m))? {
-            let text = files.files.remove(&parts[2]).unwrap_or_default();
+            let gguf = files.files.remove(&parts[2]).unwrap_or_default();
+            let text = stream.finish(&gguf).map_err(|e| domain_error(e.into()))?;
             let part = |i: usize| files.get(&parts[i]).ok_or_else(|| input_error(format!("{base}: no {}", parts[i])));
-            let (vlm, src) = build_controlled(&name, part(0)?, part(1)?, text)?;
+            let (vlm, src) = build_controlled(&name, part(0)?, part(1)?, text, gguf)?;
             let fp = browser_fingerprint(&vlm).await?;
             return new_inspector(&name, vlm, src, fp);
         }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use futures::executor::block_on;
 use http_server::TestServer;
-use latentlens::fetch::{fetch_all, ByteSource, DirCache, FetchError, FetchOptions, HttpSource, MemoryCache, Progress};
+use latentlens::fetch::{fetch_all, fetch_all_with, ByteSource, DirCache, FetchError, FetchOptions, HttpSource, MemoryCache, Progress};
 
 /// Deterministic xorshift bytes.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
@@ -275,4 +275,34 @@ fn a_first_download_looks_up_no_chunk_and_a_reload_every_chunk() {
     assert_eq!(srv.requests(), n, "a reload reads the cache only");
     let chunk_gets = cache.gets.borrow().iter().filter(|k| k.contains("chunk")).count() as u64;
     assert_eq!(chunk_gets, 300_000u64.div_ceil(CS), "one lookup per chunk");
+}
+
+/// `fetch_all_with` hands over growing prefixes of the file, one per whole chunk, whether the
+/// chunk came from the cache, a fresh request or a resumed one (what `GgufStream` relies on);
+/// a server without Range support gives the whole file once.
+#[test]
+fn fetch_all_with_hands_over_growing_prefixes() {
+    let file = bytes(9, 200_003);
+    let srv = TestServer::start(vec![("f.bin", file.clone())]);
+    srv.set(|b| b.drop_after = Some((40_000, 2)));
+    let cache = Rc::new(MemoryCache::new());
+    // Half the file cached by an earlier read, the rest downloaded with two cut responses.
+    let src = block_on(HttpSource::open(&srv.url("f.bin"), opts().with_cache(cache.clone()))).unwrap();
+    block_on(src.read(0, 100_000)).unwrap();
+    drop(src);
+    let mut lens = Vec::new();
+    let got = block_on(fetch_all_with(&srv.url("f.bin"), opts().with_cache(cache), &mut |p: &[u8]| {
+        assert_eq!(p, &file[..p.len()], "a prefix of the file");
+        lens.push(p.len());
+    }))
+    .unwrap();
+    assert_eq!(got, file);
+    let want: Vec<usize> = (1..=file.len().div_ceil(CS as usize)).map(|i| (i * CS as usize).min(file.len())).collect();
+    assert_eq!(lens, want, "one growing prefix per chunk");
+
+    let srv = TestServer::start(vec![("g.bin", file.clone())]);
+    srv.set(|b| b.ignore_range = true);
+    let mut calls = Vec::new();
+    let got = block_on(fetch_all_with(&srv.url("g.bin"), opts(), &mut |p: &[u8]| calls.push(p.len()))).unwrap();
+    assert_eq!((got.len(), calls), (file.len(), vec![file.len()]));
 }

@@ -187,3 +187,54 @@ fn tokenizer_edge_cases_match_transformers() {
         assert_eq!(m.tokenizer.decode(&got, false).unwrap(), text);
     }
 }
+
+/// The browser's path: the GGUF dequantised while it downloads (`GgufStream` fed growing
+/// prefixes, as `fetch_all_with` hands them over) gives the same model as loading the whole
+/// file: same fingerprint, bit-equal hidden states, and transformers' states.
+#[test]
+fn streamed_gguf_is_the_same_model_as_the_whole_file() {
+    let (Some(p), Some(whole)) = (gguf_path(), model()) else { return };
+    let bytes = std::fs::read(&p).unwrap();
+    for step in [4 << 20, 1_234_567] {
+        let mut stream = LoadedTextModel::gguf_stream("streamed.gguf");
+        let mut fed = 0;
+        while fed + step < bytes.len() {
+            fed += step;
+            stream.feed(&bytes[..fed]);
+        }
+        stream.feed(&bytes[..bytes.len() - 1]);
+        let (done, total) = stream.tensors_done();
+        eprintln!("step {step}: {done}/{total} tensors converted before the last byte");
+        // SmolLM2 has 272 tensors; only the one(s) ending at the last byte wait for it.
+        assert!(total == 272 && done >= total - 2 && !stream.stopped(), "{done}/{total}");
+        let m = stream.finish(&bytes).unwrap();
+        assert_eq!(m.fingerprint().unwrap(), whole.fingerprint().unwrap());
+        assert_eq!(m.config.num_hidden_layers, 30);
+        let s = "A small dog sleeps on a red sofa near the window.";
+        let (a, b) = (m.hidden_states_text(s).unwrap(), whole.hidden_states_text(s).unwrap());
+        assert_eq!(a.token_ids, b.token_ids);
+        assert!(a.layers == b.layers, "streamed hidden states differ from the whole-file load");
+    }
+}
+
+#[test]
+fn streamed_gguf_cut_short_or_corrupt_is_the_plain_loaders_error() {
+    let Some(p) = gguf_path() else { return };
+    let bytes = std::fs::read(&p).unwrap();
+    let half = &bytes[..bytes.len() / 2];
+    let mut stream = LoadedTextModel::gguf_stream("cut.gguf");
+    stream.feed(&bytes[..1 << 20]);
+    stream.feed(half);
+    assert!(stream.tensors_done().0 > 0, "nothing converted from half the file");
+    let e = stream.finish(half).unwrap_err();
+    assert!(matches!(e, ModelError::Weights { .. }) && e.to_string().contains("truncated"), "{e}");
+    // An unknown tensor name: the stream stops, finish names the tensor.
+    let mut bad = bytes.clone();
+    let pos = bad.windows(19).position(|w| w == b"blk.0.attn_q.weight").unwrap();
+    bad[pos..pos + 19].copy_from_slice(b"blk.0.attn_z.weight");
+    let mut stream = LoadedTextModel::gguf_stream("bad.gguf");
+    stream.feed(&bad[..8 << 20]);
+    assert!(stream.stopped());
+    let e = stream.finish(&bad).unwrap_err().to_string();
+    assert!(e.contains("blk.0.attn_z.weight"), "{e}");
+}

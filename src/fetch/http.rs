@@ -333,8 +333,15 @@ impl HttpSource {
 
     /// The whole file (chunked, cached, resumable like any read).
     pub async fn read_all(&self) -> Result<Vec<u8>, FetchError> {
+        self.read_all_with(&mut |_| {}).await
+    }
+
+    /// [`read_all`](Self::read_all), calling `on_prefix` with the bytes received so far (always
+    /// a prefix of the file, growing chunk by chunk, cached or downloaded) so a consumer can
+    /// parse and convert what has arrived while the rest is still on the wire.
+    pub async fn read_all_with(&self, on_prefix: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, FetchError> {
         let len = usize::try_from(self.total).map_err(|_| FetchError::TooLarge { name: self.url.clone(), len: self.total })?;
-        self.read_range(0, len).await
+        self.read_range_with(0, len, on_prefix).await
     }
 
     fn n_chunks(&self) -> u64 {
@@ -417,6 +424,11 @@ impl HttpSource {
     /// Reads `[offset, offset + len)`: cached chunks from the cache, missing
     /// runs from the network.
     async fn read_range(&self, offset: u64, len: usize) -> Result<Vec<u8>, FetchError> {
+        self.read_range_with(offset, len, &mut |_| {}).await
+    }
+
+    /// `len` bytes at `offset`; `on_prefix` sees the bytes read so far after every chunk.
+    async fn read_range_with(&self, offset: u64, len: usize, on_prefix: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, FetchError> {
         check_range(&self.url, offset, len, self.total)?;
         let mut out = Vec::new();
         out.try_reserve_exact(len).map_err(|_| FetchError::TooLarge { name: self.url.clone(), len: len as u64 })?;
@@ -427,11 +439,12 @@ impl HttpSource {
         let end = offset + len as u64;
         let (c0, c1) = (offset / cs, (end - 1) / cs);
         let per_request = (self.opts.max_request / cs).max(1);
-        let append = |out: &mut Vec<u8>, i: u64, data: &[u8]| {
+        let mut append = |out: &mut Vec<u8>, i: u64, data: &[u8]| {
             let (a, _) = self.chunk_span(i);
             let from = offset.max(a) - a;
             let to = (end.min(a + data.len() as u64) - a) as usize;
             out.extend_from_slice(&data[from as usize..to]);
+            on_prefix(out);
         };
         // Batches of up to `per_request` chunks: their cache lookups run
         // concurrently, then each run of missing chunks is one Range request.
@@ -679,9 +692,19 @@ impl ByteSource for HttpSource {
 /// is still read, in one plain GET (then nothing resumes, but the result is
 /// cached for the next time).
 pub async fn fetch_all(url: &str, opts: FetchOptions) -> Result<Vec<u8>, FetchError> {
+    fetch_all_with(url, opts, &mut |_| {}).await
+}
+
+/// [`fetch_all`], calling `on_prefix` with the bytes received so far as they arrive (see
+/// [`HttpSource::read_all_with`]; from a server without Range support, once, at the end).
+pub async fn fetch_all_with(url: &str, opts: FetchOptions, on_prefix: &mut dyn FnMut(&[u8])) -> Result<Vec<u8>, FetchError> {
     match HttpSource::open(url, opts.clone()).await {
-        Ok(src) => src.read_all().await,
-        Err(FetchError::RangeIgnored { .. }) => fetch_whole(url, &opts).await,
+        Ok(src) => src.read_all_with(on_prefix).await,
+        Err(FetchError::RangeIgnored { .. }) => {
+            let all = fetch_whole(url, &opts).await?;
+            on_prefix(&all);
+            Ok(all)
+        }
         Err(e) => Err(e),
     }
 }

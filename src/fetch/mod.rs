@@ -47,7 +47,7 @@ pub use cache::DirCache;
 pub use cache::{ChunkCache, MemoryCache};
 #[cfg(not(target_arch = "wasm32"))]
 pub use file::FileSource;
-pub use http::{fetch_all, FetchOptions, HttpSource};
+pub use http::{fetch_all, fetch_all_with, FetchOptions, HttpSource};
 pub use memory::MemorySource;
 pub use model_files::{model_file_url, ModelFiles};
 pub use progress::{Progress, ProgressFn};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use futures::future::try_join_all;
 
-use super::{fetch_all, FetchError, FetchOptions};
+use super::{fetch_all, fetch_all_with, FetchError, FetchOptions};
 
 async fn fetch_all_owned(url: String, opts: FetchOptions) -> Result<Vec<u8>, FetchError> {
     fetch_all(&url, opts).await
@@ -59,11 +59,18 @@ impl ModelFiles {
     ///   `model.safetensors`, or the shards named by
     ///   `model.safetensors.index.json`.
     pub async fn fetch_model(base: &str, opts: &FetchOptions) -> Result<Self, FetchError> {
+        Self::fetch_model_with(base, opts, &mut |_| {}).await
+    }
+
+    /// [`fetch_model`](Self::fetch_model), handing the bytes of the model's GGUF file (a
+    /// `.gguf` URL, or a controlled VLM's `text` part) to `on_gguf` as they arrive (a growing
+    /// prefix of the file: see [`crate::model::GgufStream`]).
+    pub async fn fetch_model_with(base: &str, opts: &FetchOptions, on_gguf: &mut dyn FnMut(&[u8])) -> Result<Self, FetchError> {
         let trimmed = base.trim_end_matches('/');
         let path = trimmed.split(['?', '#']).next().unwrap_or(trimmed);
         if path.to_ascii_lowercase().ends_with(".gguf") {
             let name = path.rsplit('/').next().unwrap_or("model.gguf").to_string();
-            let bytes = fetch_all(trimmed, opts.clone()).await?;
+            let bytes = fetch_all_with(trimmed, opts.clone(), on_gguf).await?;
             return Ok(Self { base: base.to_string(), files: BTreeMap::from([(name, bytes)]) });
         }
         let mut me = Self::fetch(base, &["config.json"], opts).await?;
@@ -71,9 +78,15 @@ impl ModelFiles {
             .map_err(|message| FetchError::Protocol { url: model_file_url(base, "config.json"), message })?
         {
             // The parts download side by side (a small vision encoder and connector
-            // beside the LLM's GGUF).
-            let got = try_join_all(parts.iter().map(|name| fetch_all_owned(model_file_url(base, name), opts.clone()))).await?;
-            me.files.extend(parts.into_iter().zip(got));
+            // beside the LLM's GGUF, whose bytes go to `on_gguf` as they arrive).
+            let (small, text) = parts.split_at(2);
+            let (got, gguf) = futures::future::try_join(
+                try_join_all(small.iter().map(|name| fetch_all_owned(model_file_url(base, name), opts.clone()))),
+                fetch_all_with(&model_file_url(base, &text[0]), opts.clone(), on_gguf),
+            )
+            .await?;
+            me.files.extend(small.iter().cloned().zip(got));
+            me.files.insert(text[0].clone(), gguf);
             return Ok(me);
         }
         let tok = fetch_all(&model_file_url(base, "tokenizer.json"), opts.clone()).await?;

@@ -225,31 +225,65 @@ pub fn load_weights<R: Read + Seek>(
     let mut names: Vec<&String> = c.tensor_infos.keys().collect();
     names.sort();
     for name in names {
-        let info = &c.tensor_infos[name];
-        if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
-            return Err(ModelError::Unsupported(format!(
-                "{what}: tensor `{name}` is quantised as {:?}; supported: {SUPPORTED_TYPES:?}",
-                info.ggml_dtype
-            )));
-        }
-        let hf = hf_name(name).ok_or_else(|| {
-            ModelError::Unsupported(format!(
-                "{what}: unexpected tensor `{name}` (rope scaling tables, other families are not implemented)"
-            ))
-        })?;
-        let q = c.tensor(r, name, dev).map_err(|e| ModelError::Weights {
-            path: what.into(),
-            msg: format!("tensor `{name}`: {e} (truncated or corrupt file? re-download it)"),
-        })?;
-        let mut t = q.dequantize(dev)?; // f32, row-major [out, in]
-        if name.contains(".attn_q.") {
-            t = unpermute_rows(&t, cfg.num_attention_heads)?;
-        } else if name.contains(".attn_k.") {
-            t = unpermute_rows(&t, cfg.num_key_value_heads)?;
-        }
-        tensors.insert(hf, t);
+        let hf = check_tensor(c, name, what)?;
+        tensors.insert(hf, load_f32(c, r, name, cfg, what, dev)?);
     }
     Ok(Weights { tensors })
+}
+
+/// The HF name of GGUF tensor `name`, after checking that we can read its quantisation type
+/// and know the name.
+pub fn check_tensor(c: &Content, name: &str, what: &str) -> Result<String, ModelError> {
+    let info = c
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| ModelError::Weights { path: what.into(), msg: format!("no tensor `{name}`") })?;
+    if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
+        return Err(ModelError::Unsupported(format!(
+            "{what}: tensor `{name}` is quantised as {:?}; supported: {SUPPORTED_TYPES:?}",
+            info.ggml_dtype
+        )));
+    }
+    hf_name(name).ok_or_else(|| {
+        ModelError::Unsupported(format!(
+            "{what}: unexpected tensor `{name}` (rope scaling tables, other families are not implemented)"
+        ))
+    })
+}
+
+/// Byte range `[start, end)` of tensor `name`'s data in the file, checked against overflow.
+pub fn tensor_span(c: &Content, name: &str) -> Option<(u64, u64)> {
+    let info = c.tensor_infos.get(name)?;
+    let bs = info.ggml_dtype.block_size();
+    let elems = info.shape.elem_count();
+    if bs == 0 || elems % bs != 0 {
+        return None;
+    }
+    let size = ((elems / bs) as u64).checked_mul(info.ggml_dtype.type_size() as u64)?;
+    let start = c.tensor_data_offset.checked_add(info.offset)?;
+    Some((start, start.checked_add(size)?))
+}
+
+/// Tensor `name` read from `r`, dequantised to f32, with llama.cpp's q/k row permutation undone.
+pub fn load_f32<R: Read + Seek>(
+    c: &Content,
+    r: &mut R,
+    name: &str,
+    cfg: &TextConfig,
+    what: &str,
+    dev: &Device,
+) -> Result<Tensor, ModelError> {
+    let q = c.tensor(r, name, dev).map_err(|e| ModelError::Weights {
+        path: what.into(),
+        msg: format!("tensor `{name}`: {e} (truncated or corrupt file? re-download it)"),
+    })?;
+    let mut t = q.dequantize(dev)?; // f32, row-major [out, in]
+    if name.contains(".attn_q.") {
+        t = unpermute_rows(&t, cfg.num_attention_heads)?;
+    } else if name.contains(".attn_k.") {
+        t = unpermute_rows(&t, cfg.num_key_value_heads)?;
+    }
+    Ok(t)
 }
 
 /// Reads a llama GGUF file for [`crate::model::TextModel::new_quantized`]:
@@ -268,15 +302,7 @@ pub fn load_weights_quantized<R: Read + Seek>(
     let mut names: Vec<&String> = c.tensor_infos.keys().collect();
     names.sort();
     for name in names {
-        let info = &c.tensor_infos[name];
-        if !SUPPORTED_TYPES.contains(&info.ggml_dtype) {
-            return Err(ModelError::Unsupported(format!(
-                "{what}: tensor `{name}` is quantised as {:?}; supported: {SUPPORTED_TYPES:?}",
-                info.ggml_dtype
-            )));
-        }
-        let hf = hf_name(name)
-            .ok_or_else(|| ModelError::Unsupported(format!("{what}: unexpected tensor `{name}`")))?;
+        let hf = check_tensor(c, name, what)?;
         let q = c.tensor(r, name, dev).map_err(|e| ModelError::Weights {
             path: what.into(),
             msg: format!("tensor `{name}`: {e} (truncated or corrupt file? re-download it)"),

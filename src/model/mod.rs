@@ -32,7 +32,7 @@ pub use any::AnyVlm;
 pub use config::TextConfig;
 pub use hidden::{HiddenStates, PatchGeometry};
 pub use llama::TextModel;
-pub use text::LoadedTextModel;
+pub use text::{GgufStream, LoadedTextModel};
 pub use tokenizer::Tokenizer;
 
 /// Errors of loading or running a model. Messages name the field, tensor or

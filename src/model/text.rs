@@ -2,10 +2,12 @@
 //! GGUF file, GGUF bytes, or an HF directory (`config.json`, safetensors,
 //! `tokenizer.json`), and text → [`HiddenStates`].
 
+use std::collections::HashMap;
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
 
 use super::config::TextConfig;
 use super::fingerprint::model_fingerprint;
@@ -95,6 +97,11 @@ impl LoadedTextModel {
         Ok(Self { config, model, tokenizer, source: what.to_string() })
     }
 
+    /// Starts a [`GgufStream`]: the f32 model built while the file's bytes arrive.
+    pub fn gguf_stream(what: &str) -> GgufStream {
+        GgufStream { what: what.to_string(), ..GgufStream::default() }
+    }
+
     /// Loads an HF model directory.
     pub fn load_hf_dir(dir: &Path) -> Result<Self, ModelError> {
         let dev = Device::Cpu;
@@ -136,5 +143,106 @@ impl LoadedTextModel {
             return Err(ModelError::Input("the text gives no tokens".into()));
         }
         self.hidden_states_ids(&ids)
+    }
+}
+
+/// A GGUF text model (dequantised to f32, like [`LoadedTextModel::from_gguf_bytes`]) built
+/// while the file downloads: [`feed`](Self::feed) it the bytes received so far (a growing
+/// prefix of the file); once the header is in, the config and tokenizer are built, and every
+/// tensor is dequantised as soon as its last byte has arrived. [`finish`](Self::finish) with
+/// the whole file converts what is left, so after the download only the last tensors remain.
+///
+/// The result is the same model as [`LoadedTextModel::from_gguf_bytes`] on the whole file
+/// (tests/gguf_stream.rs). A prefix that fails to parse is retried as more bytes arrive; any
+/// other problem (unknown tensor, unsupported type, bad config) stops the stream, and
+/// `finish` then loads the whole file the plain way, which reports the error.
+#[derive(Default)]
+pub struct GgufStream {
+    what: String,
+    content: Option<gguf_file::Content>,
+    config: Option<TextConfig>,
+    tokenizer: Option<Tokenizer>,
+    /// Prefix length at the last failed header parse (the next try waits for more bytes).
+    tried_at: usize,
+    /// (data end, GGUF name, HF name) of every tensor, by data end.
+    order: Vec<(u64, String, String)>,
+    next: usize,
+    tensors: HashMap<String, Tensor>,
+    stopped: bool,
+}
+
+/// Bytes more than the last failed try before the header is parsed again.
+const HEADER_RETRY_STEP: usize = 1 << 20;
+
+impl GgufStream {
+    /// Takes the bytes received so far (`prefix` = the file's first `prefix.len()` bytes).
+    pub fn feed(&mut self, prefix: &[u8]) {
+        if self.stopped {
+            return;
+        }
+        if let Err(()) = self.advance(prefix) {
+            self.stopped = true;
+            self.tensors.clear();
+        }
+    }
+
+    fn advance(&mut self, prefix: &[u8]) -> Result<(), ()> {
+        if self.content.is_none() {
+            if prefix.len() < self.tried_at.saturating_add(HEADER_RETRY_STEP) && self.tried_at > 0 {
+                return Ok(());
+            }
+            let Ok(content) = gguf_file::Content::read(&mut Cursor::new(prefix)) else {
+                self.tried_at = prefix.len().max(1);
+                return Ok(());
+            };
+            let config = gguf::text_config(&content).map_err(drop)?;
+            let tokenizer = Tokenizer::from_gguf(&content).map_err(drop)?;
+            let mut order = Vec::with_capacity(content.tensor_infos.len());
+            for name in content.tensor_infos.keys() {
+                let hf = gguf::check_tensor(&content, name, &self.what).map_err(drop)?;
+                let (_, end) = gguf::tensor_span(&content, name).ok_or(())?;
+                order.push((end, name.clone(), hf));
+            }
+            order.sort();
+            (self.content, self.config, self.tokenizer, self.order) = (Some(content), Some(config), Some(tokenizer), order);
+        }
+        let (Some(content), Some(config)) = (&self.content, &self.config) else { return Ok(()) };
+        let dev = Device::Cpu;
+        while let Some((end, name, hf)) = self.order.get(self.next) {
+            if *end > prefix.len() as u64 {
+                break;
+            }
+            let t = gguf::load_f32(content, &mut Cursor::new(prefix), name, config, &self.what, &dev).map_err(drop)?;
+            self.tensors.insert(hf.clone(), t);
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Tensors converted so far and tensors in the file (0 until the header has arrived).
+    pub fn tensors_done(&self) -> (usize, usize) {
+        (self.tensors.len(), self.order.len())
+    }
+
+    /// Whether the stream gave up (bad header content, unknown tensor): `finish` then loads the
+    /// whole file the plain way and reports the problem.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The model, from the whole file `bytes` (the same bytes the prefixes came from).
+    pub fn finish(mut self, bytes: &[u8]) -> Result<LoadedTextModel, ModelError> {
+        self.feed(bytes);
+        let done = !self.stopped && self.next == self.order.len();
+        match (done, self.config, self.tokenizer) {
+            (true, Some(config), Some(tokenizer)) => {
+                let dev = Device::Cpu;
+                let w = weights::Weights { tensors: self.tensors };
+                let model = TextModel::new_causal_lm(&config, w.var_builder(&dev))?;
+                Ok(LoadedTextModel { config, model, tokenizer, source: self.what })
+            }
+            // Not a whole, valid GGUF: the plain loader names the problem.
+            _ => LoadedTextModel::from_gguf_bytes(bytes, &self.what),
+        }
     }
 }

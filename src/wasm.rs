@@ -206,6 +206,22 @@ pub fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
+/// Holds the browser-cache writes of every download on this thread (model files, bank chunks)
+/// until [`release_cache_writes`]: on a cold load they compete with the download and the model
+/// forward for the CPU. Call it before `Inspector.fromUrl` / `BankDownload.fromUrl`, and release
+/// once the first results are shown, or on an error (so a reload resumes from what arrived).
+#[wasm_bindgen(js_name = holdCacheWrites)]
+pub fn hold_cache_writes() {
+    BrowserCache::hold_writes();
+}
+
+/// Makes the cache writes held since [`hold_cache_writes`]; resolves with how many there were
+/// once they are done.
+#[wasm_bindgen(js_name = releaseCacheWrites)]
+pub async fn release_cache_writes() -> u32 {
+    BrowserCache::release_writes().await as u32
+}
+
 /// A JavaScript `Error` named after the domain.
 fn js_error(name: &str, msg: impl std::fmt::Display) -> JsValue {
     let e = js_sys::Error::new(&msg.to_string());

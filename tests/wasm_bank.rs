@@ -139,6 +139,38 @@ async fn the_cache_api_keeps_chunks() {
     assert!(BrowserCache::delete_all("latentlens-wasm-test").await.unwrap());
 }
 
+/// Held writes (the page's cold load): a put waits in a queue that `get` and `delete` see,
+/// nothing reaches the Cache API until `release_writes`, which makes every queued put.
+#[wasm_bindgen_test]
+async fn held_cache_writes_wait_for_release() {
+    let name = "latentlens-wasm-test-held";
+    let cache = BrowserCache::open(name).await.unwrap();
+    let other = BrowserCache::open(name).await.unwrap(); // a second handle: reads the Cache API
+    let origin = js_sys::eval("self.location.origin").unwrap().as_string().unwrap();
+    let key = |i: u32| format!("{origin}/latentlens-test/held.bin?latentlens-chunk-{i}");
+    BrowserCache::hold_writes();
+    cache.put(&key(1), b"one").await.unwrap();
+    cache.put(&key(2), b"two").await.unwrap();
+    cache.put(&key(2), b"two again").await.unwrap(); // replaces the queued put
+    cache.put(&key(3), b"three").await.unwrap();
+    cache.delete(&key(3)).await.unwrap(); // drops the queued put
+    assert_eq!(cache.get(&key(2)).await.unwrap().as_deref(), Some(&b"two again"[..]), "get sees the queue");
+    let in_api = |k: String| async move {
+        let caches: web_sys::CacheStorage = js_sys::Reflect::get(&js_sys::global(), &"caches".into()).unwrap().into();
+        let c: web_sys::Cache = wasm_bindgen_futures::JsFuture::from(caches.open(name)).await.unwrap().into();
+        let r = wasm_bindgen_futures::JsFuture::from(c.match_with_str(&k)).await.unwrap();
+        !r.is_undefined()
+    };
+    assert!(!in_api(key(1)).await, "a held put reached the Cache API");
+    assert_eq!(BrowserCache::release_writes().await, 2);
+    assert!(in_api(key(1)).await && in_api(key(2)).await && !in_api(key(3)).await);
+    assert_eq!(other.get(&key(2)).await.unwrap().as_deref(), Some(&b"two again"[..]));
+    // Released: puts go straight through again.
+    cache.put(&key(4), b"four").await.unwrap();
+    assert!(in_api(key(4)).await);
+    assert!(BrowserCache::delete_all(name).await.unwrap());
+}
+
 #[wasm_bindgen_test]
 async fn http_source_reads_ranges_through_fetch() {
     use latentlens::fetch::{ByteSource, FetchOptions, HttpSource};

@@ -80,6 +80,7 @@ async function loadModelAndBank(p: PresetSpec): Promise<LoadResult> {
   if (bankDl) {
     try {
       opened = await bankDl;
+      console.debug(`latentlens worker: bank's first chunk in ${(performance.now() - t1).toFixed(0)} ms after the model`);
       post({ type: "status", text: "reading the bank…" });
       const insp = inspector, b = opened;
       opened = null; // installBank consumes it, even when it refuses the bank
@@ -90,7 +91,7 @@ async function loadModelAndBank(p: PresetSpec): Promise<LoadResult> {
       bankError = errorText(e);
     }
   }
-  console.debug(`latentlens worker: model ${(t1 - t0).toFixed(0)} ms, bank's first chunk ${(performance.now() - t1).toFixed(0)} ms after it`);
+  console.debug(`latentlens worker: model ${(t1 - t0).toFixed(0)} ms, bank installed ${(performance.now() - t1).toFixed(0)} ms after it`);
   return { model: inspector.modelInfo(), bank, backend: inspector.backend(), bankError };
 }
 

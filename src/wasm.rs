@@ -700,8 +700,9 @@ impl Inspector {
         // the cold model download 3× slower (4.8 s vs 1.5 s uncached for 119 MB from localhost).
         let opts = fetch_options(on_progress).await.with_chunk_size(MODEL_CHUNK);
         let opts = FetchOptions { max_request: 4 * MODEL_CHUNK, ..opts };
-        // A controlled VLM's LLM is dequantised while its GGUF downloads (after the last byte
-        // only the last tensors remain: ~0.9 s less between download and first neighbours).
+        // A controlled VLM's LLM is dequantised while its GGUF downloads: after the last byte
+        // only the last tensor and the model assembly remain (0.15 s instead of 0.7 s; the
+        // download itself slows by ~0.4 s, as it shares the worker thread: docs/results.md).
         let mut stream = LoadedTextModel::gguf_stream(GGUF_WHAT);
         let mut files = ModelFiles::fetch_model_with(&base, &opts, &mut |p| stream.feed(p)).await.map_err(|e| domain_error(e.into()))?;
         let config = files.get("config.json").ok_or_else(|| input_error(format!("{base}: no config.json")))?;

@@ -43,10 +43,15 @@ thread_local! {
     static PENDING: RefCell<Vec<(web_sys::Cache, String, js_sys::Uint8Array)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Index in [`PENDING`] of the queued put of `key` (keys name the file's URL and the chunk, so
-/// they are unique across caches; the values are checked by their CRC-32 trailer anyway).
-fn pending_index(key: &str) -> Option<usize> {
-    PENDING.with(|p| p.borrow().iter().position(|(_, k, _)| k == key))
+/// The bytes of the queued put of `key` (keys name the file's URL and the chunk, so they are
+/// unique across caches; the values are checked by their CRC-32 trailer anyway).
+fn pending_bytes(key: &str) -> Option<Vec<u8>> {
+    PENDING.with(|p| p.borrow().iter().find(|(_, k, _)| k == key).map(|(_, _, b)| b.to_vec()))
+}
+
+/// Drops the queued put of `key`, if any.
+fn forget_pending(key: &str) {
+    PENDING.with(|p| p.borrow_mut().retain(|(_, k, _)| k != key));
 }
 
 async fn put_now(cache: &web_sys::Cache, key: &str, body: &js_sys::Uint8Array) -> Result<(), FetchError> {
@@ -107,8 +112,8 @@ impl BrowserCache {
 impl ChunkCache for BrowserCache {
     fn get<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<Option<Vec<u8>>, FetchError>> {
         Box::pin(async move {
-            if let Some(i) = pending_index(key) {
-                return Ok(PENDING.with(|p| p.borrow().get(i).map(|(_, _, b)| b.to_vec())));
+            if let Some(bytes) = pending_bytes(key) {
+                return Ok(Some(bytes));
             }
             let r = JsFuture::from(self.cache.match_with_str(key)).await.map_err(|e| js_err("cache.match", e))?;
             if r.is_undefined() || r.is_null() {
@@ -126,11 +131,8 @@ impl ChunkCache for BrowserCache {
         Box::pin(async move {
             let body = js_sys::Uint8Array::from(value);
             if HOLD.with(Cell::get) {
-                PENDING.with(|p| {
-                    let mut p = p.borrow_mut();
-                    p.retain(|(_, k, _)| k != key);
-                    p.push((self.cache.clone(), key.to_string(), body));
-                });
+                forget_pending(key);
+                PENDING.with(|p| p.borrow_mut().push((self.cache.clone(), key.to_string(), body)));
                 return Ok(());
             }
             put_now(&self.cache, key, &body).await
@@ -139,7 +141,7 @@ impl ChunkCache for BrowserCache {
 
     fn delete<'a>(&'a self, key: &'a str) -> LocalBoxFuture<'a, Result<(), FetchError>> {
         Box::pin(async move {
-            PENDING.with(|p| p.borrow_mut().retain(|(_, k, _)| k != key));
+            forget_pending(key);
             JsFuture::from(self.cache.delete_with_str(key)).await.map_err(|e| js_err("cache.delete", e))?;
             Ok(())
         })

@@ -153,7 +153,7 @@ impl LoadedTextModel {
 /// the whole file converts what is left, so after the download only the last tensors remain.
 ///
 /// The result is the same model as [`LoadedTextModel::from_gguf_bytes`] on the whole file
-/// (tests/gguf_stream.rs). A prefix that fails to parse is retried as more bytes arrive; any
+/// (tests/model_smollm2.rs, `streamed_gguf_*`). A prefix that fails to parse is retried as more bytes arrive; any
 /// other problem (unknown tensor, unsupported type, bad config) stops the stream, and
 /// `finish` then loads the whole file the plain way, which reports the error.
 #[derive(Default)]
